@@ -1,0 +1,30 @@
+# samstudy: SAM and its medical adaptations against nnU-Net v2, one reproducible study.
+# This file only loads and validates the config, includes one rule file per stage and names the targets.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/nnunet.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        L.report(),
+        L.summary(),
+    default_target: True

@@ -1,0 +1,149 @@
+"""samstudy command line: one verb per stage; every Snakemake rule calls exactly one.
+
+Each verb takes the results/cache folders, the wildcard values of its job, and `--params`: the JSON slice
+of the config the stage depends on (the same slice the rule declares as `params:` for rerun detection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from samstudy.paths import Layout
+
+
+def _params(text: str) -> dict:
+    return json.loads(text) if text else {}
+
+
+def _ingest(a, p, layout):
+    from samstudy.ingest import ingest_dataset
+
+    ingest_dataset(p["dataset"], layout, p["seed"], strict=p.get("strict", False))
+
+
+def _manifest(a, p, layout):
+    from samstudy.ingest import merge_manifests
+
+    merge_manifests(layout, p["datasets"])
+
+
+def _split(a, p, layout):
+    from samstudy.splits import write_dataset_split
+
+    write_dataset_split(layout, a.dataset, p["role"], p["seed"], p["splits"])
+
+
+def _merge_splits(a, p, layout):
+    from samstudy.splits import merge_splits
+
+    merge_splits(layout, p["datasets"])
+
+
+def _preprocess(a, p, layout):
+    from samstudy.preprocess import preprocess_dataset
+
+    preprocess_dataset(layout, p["dataset"], p["preprocess"])
+
+
+def _embed(a, p, layout):
+    from samstudy.embed import embed_dataset
+
+    embed_dataset(layout, a.dataset, a.model, p["model"], p["embed"])
+
+
+def _prompts(a, p, layout):
+    from samstudy.prompts import make_prompts
+
+    make_prompts(layout, a.dataset, a.protocol, p["prompts"], p["seed"])
+
+
+def _train(a, p, layout):
+    from samstudy.train import train_method
+
+    train_method(layout, a.method, p["method"], p["model"], p["datasets"], p["train"], p["seed"])
+
+
+def _infer(a, p, layout):
+    from samstudy.infer import infer_dataset
+
+    infer_dataset(layout, a.dataset, a.method, p["method"], p["model"], a.protocol, p.get("device", "auto"))
+
+
+def _nnunet(a, p, layout):
+    from samstudy import nnunet
+
+    step = a.step
+    if step == "export":
+        nnunet.export(layout, a.dataset, p["dataset_id"])
+    elif step == "plan":
+        nnunet.plan(layout, a.dataset, p["dataset_id"], p["configurations"], p["schedule"])
+    elif step == "train":
+        nnunet.train(layout, a.dataset, p["dataset_id"], a.configuration, p["nnunet"], p["seed"])
+    elif step == "predict":
+        nnunet.predict(layout, a.dataset, p["dataset_id"], a.configuration, p["nnunet"])
+
+
+def _evaluate(a, p, layout):
+    from samstudy.evaluate import evaluate_run
+
+    evaluate_run(layout, a.dataset, a.run, p["run_info"], p["evaluate"])
+
+
+def _summarize(a, p, layout):
+    from samstudy.evaluate import summarize
+
+    summarize(layout, [tuple(x) for x in p["parts"]], p["seed"])
+
+
+def _report(a, p, layout):
+    from samstudy.report import write_report
+
+    print(write_report(layout, p["config"], p.get("nnunet_stamps", [])))
+
+
+VERBS = {
+    "ingest": (_ingest, "read, validate and record one dataset (writes the synthetic phantom first)", []),
+    "manifest": (_manifest, "merge the datasets' tables into manifest.parquet / rejected.parquet", []),
+    "split": (_split, "patient-level split of one dataset (+ nnU-Net splits_final.json)", ["dataset"]),
+    "splits": (_merge_splits, "collect the datasets' splits into splits.json", []),
+    "preprocess": (_preprocess, "intensity handling and 2D slices of one dataset", []),
+    "embed": (_embed, "image-encoder embeddings of one dataset into the cache", ["dataset", "model"]),
+    "prompts": (_prompts, "simulate and store the prompts of one dataset and protocol", ["dataset", "protocol"]),
+    "train": (_train, "train one adaptation method", ["method"]),
+    "infer": (_infer, "predict one dataset with one method and protocol", ["dataset", "method", "protocol"]),
+    "nnunet": (_nnunet, "nnU-Net v2 baseline: export | plan | train | predict", ["step", "dataset", "configuration"]),
+    "evaluate": (_evaluate, "score one run on one dataset", ["dataset", "run"]),
+    "summarize": (_summarize, "merge metrics into metrics.parquet and summary.json", []),
+    "report": (_report, "write report/index.html", []),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samstudy", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results", help="the study's results_dir")
+    parser.add_argument("--cache", default=".cache/samstudy", help="the embedding cache_dir")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, (_, help_text, args) in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        p.add_argument("--params", default="{}", help="JSON slice of the config this stage depends on")
+        for arg in args:
+            if arg == "step":
+                p.add_argument("step", choices=["export", "plan", "train", "predict"])
+            else:
+                p.add_argument(f"--{arg}", required=arg != "configuration")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    func = VERBS[args.verb][0]
+    func(args, _params(args.params), Layout(args.results, args.cache))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

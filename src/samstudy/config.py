@@ -1,0 +1,75 @@
+"""Load and validate the study config against the one schema (shared with the Snakefile)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_NAME = "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The config does not match the schema or is inconsistent."""
+
+
+def schema_path() -> str:
+    """Path of the config JSON-schema (workflow/schemas/config.schema.yaml links to it)."""
+    return str(resources.files("samstudy").joinpath(SCHEMA_NAME))
+
+
+def schema() -> dict:
+    """The config JSON-schema as a dict."""
+    return yaml.safe_load(resources.files("samstudy").joinpath(SCHEMA_NAME).read_text())
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate a config, fill defaults, check cross-references; return a new dict."""
+    from snakemake.utils import validate as sm_validate  # same defaults-filling validator as the Snakefile
+
+    cfg = copy.deepcopy(config)
+    try:
+        sm_validate(cfg, schema_path(), set_default=True)
+    except Exception as err:  # snakemake wraps jsonschema's error in its own WorkflowError
+        raise ConfigError(f"config does not match the schema: {err}") from err
+    for name, model in cfg["models"].items():
+        model.setdefault("checkpoint", None)
+        model.setdefault("sha256", None)
+        if model["type"] != "litemedsam" and not model["checkpoint"]:
+            raise ConfigError(f"models.{name}: type {model['type']} needs a 'checkpoint' path")
+    for name, method in cfg["methods"].items():
+        method.setdefault("adaptation", "none")
+        if method["model"] not in cfg["models"]:
+            raise ConfigError(f"methods.{name}: model '{method['model']}' is not defined under 'models'")
+    names = [d["name"] for d in cfg["datasets"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"datasets: duplicate dataset name(s) {dupes}")
+    for ds in cfg["datasets"]:
+        ds.setdefault("role", "train_test")
+        if ds["format"] != "synthetic" and not ds.get("path"):
+            raise ConfigError(f"datasets.{ds['name']}: format {ds['format']} needs a 'path'")
+    return cfg
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it."""
+    with open(path) as fh:
+        return validate(yaml.safe_load(fh) or {})
+
+
+def dataset(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """The dataset entry called `name`."""
+    for ds in cfg["datasets"]:
+        if ds["name"] == name:
+            return ds
+    raise ConfigError(f"no dataset named '{name}' in the config")
+
+
+def as_param(value: Any) -> str:
+    """A canonical JSON string of a config slice: what a rule passes on and what Snakemake compares."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

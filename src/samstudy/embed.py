@@ -1,0 +1,165 @@
+"""Embed: run the SAM image encoder once per slice and cache the embeddings on disk.
+
+Cache entries are content-addressed: the key covers the model weights hash, the model's input
+transform and the bytes of the preprocessed slices (so every preprocessing parameter is covered through
+the content). One file per case, fp16, written atomically, with its signature stored inside and checked
+on every read: a mismatch or a corrupt file means recompute, never silent reuse. A killed job resumes:
+finished cases are cache hits. `cache_dir` can be shared between studies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from samstudy.ingest import load_dataset_table
+from samstudy.io import atomic_path, write_json
+from samstudy.models import LoadedModel, load_model, resolve_device
+from samstudy.paths import Layout
+from samstudy.preprocess import load_preprocessed, to_model_input
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the file layout changes: old entries then miss
+
+
+class CacheMiss(LookupError):
+    """A cache entry is absent, corrupt, or was computed from other inputs."""
+
+
+def select_slices(labels: np.ndarray, mode: str, margin: int) -> np.ndarray:
+    """Slice indices to embed: all, or those with a label (+/- margin), which is what prompts need."""
+    n = labels.shape[0]
+    if mode == "all":
+        return np.arange(n)
+    has = np.flatnonzero(labels.reshape(n, -1).any(axis=1))
+    keep = np.zeros(n, dtype=bool)
+    for i in has:
+        keep[max(0, i - margin) : i + margin + 1] = True
+    return np.flatnonzero(keep)
+
+
+def embedding_cache_key(model: LoadedModel, slices: np.ndarray, index: np.ndarray) -> tuple[str, dict]:
+    """The cache key of one case and the signature stored with it."""
+    content = hashlib.sha256(np.ascontiguousarray(slices[index]).tobytes())
+    content.update(np.asarray(index, dtype=np.int64).tobytes())
+    content.update(str(slices.shape).encode())
+    signature = {
+        "format": CACHE_FORMAT,
+        "model_type": model.kind,
+        "model_sha256": model.sha256,
+        "input": model.spec.as_dict(),
+        "content_sha256": content.hexdigest(),
+        "dtype": "float16",
+    }
+    key = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()
+    return key, signature
+
+
+def read_entry(path: str | Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (n, C, h, w) fp16 and their slice indices; CacheMiss if absent/corrupt/foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise CacheMiss(f"{path}: not in the cache")
+    try:
+        with np.load(path) as z:
+            signature = json.loads(str(z["signature"]))
+            emb, index = z["embeddings"], z["slice_index"]
+    except Exception as err:  # truncated zip, bad pickle, missing member: all mean "recompute"
+        raise CacheMiss(f"{path}: unreadable cache entry ({type(err).__name__}: {err})") from err
+    if signature.get("key") != key:
+        raise CacheMiss(f"{path}: signature key {signature.get('key')} differs from {key}")
+    if emb.shape[0] != index.shape[0] or not np.isfinite(emb).all():
+        raise CacheMiss(f"{path}: inconsistent or non-finite embeddings")
+    return emb, index
+
+
+def write_entry(path: str | Path, key: str, signature: dict, emb: np.ndarray, index: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, embeddings=emb, slice_index=index, signature=json.dumps({**signature, "key": key}))
+
+
+@torch.inference_mode()
+def encode(model: LoadedModel, slices: np.ndarray, batch_size: int, precision: str) -> np.ndarray:
+    """Run the image encoder over uint8 slices (n, H, W); returns fp16 embeddings."""
+    device = next(model.sam.parameters()).device
+    out = []
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    for start in range(0, len(slices), batch_size):
+        x = to_model_input(slices[start : start + batch_size], model.spec).to(device, non_blocking=True)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            emb = model.sam.image_encoder(x)
+        out.append(emb.float().half().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0,), dtype=np.float16)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def embed_dataset(
+    layout: Layout, dataset: str, model_name: str, model_cfg: dict, settings: dict, random_init: bool = False
+) -> dict:
+    """Embed every case of a dataset (cache hits are skipped); write the dataset's embedding index."""
+    device = resolve_device(settings["device"])
+    precision = resolve_precision(settings["precision"], device)
+    model = load_model(model_cfg, device, random_init=random_init)
+    model.sam.image_encoder.to(memory_format=torch.channels_last)
+    table, _ = load_dataset_table(layout, dataset)
+    cases = list(table["case_id"])
+    index: dict[str, dict] = {}
+    hits = 0
+
+    def prepare(case: str):
+        pre = load_preprocessed(layout, dataset, case)
+        chosen = select_slices(pre["labels"], settings["slices"], settings["slice_margin"])
+        key, signature = embedding_cache_key(model, pre["slices"], chosen)
+        return case, pre["slices"], chosen, key, signature
+
+    # Overlap: the next case is read and hashed, and the previous one written, while this one encodes.
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+        pending_write = None
+        upcoming = reader.submit(prepare, cases[0]) if cases else None
+        for i in tqdm(range(len(cases)), desc=f"embed {dataset} ({model_name})", unit="case"):
+            case, slices, chosen, key, signature = upcoming.result()
+            upcoming = reader.submit(prepare, cases[i + 1]) if i + 1 < len(cases) else None
+            path = layout.embedding_file(key)
+            try:
+                read_entry(path, key)
+                hits += 1
+            except CacheMiss as miss:
+                if Path(path).exists():
+                    log.warning("recomputing: %s", miss)
+                emb = encode(model, slices[chosen], settings["batch_size"], precision)
+                if pending_write is not None:
+                    pending_write.result()
+                pending_write = writer.submit(write_entry, path, key, signature, emb, chosen)
+            index[case] = {"key": key, "file": path, "slices": chosen.tolist()}
+        if pending_write is not None:
+            pending_write.result()
+    log.info("embed %s/%s: %d cases, %d cache hits, device %s, %s", dataset, model_name, len(cases), hits, device, precision)
+    result = {"dataset": dataset, "model": model_name, "model_sha256": model.sha256, "cases": index}
+    write_json(layout.embed_index(model_name, dataset), result)
+    return result
+
+
+def load_case_embeddings(entry: dict) -> dict[int, np.ndarray]:
+    """slice index -> embedding (C, h, w) for one case of an embedding index (signature checked)."""
+    emb, index = read_entry(entry["file"], entry["key"])
+    return {int(i): emb[k] for k, i in enumerate(index)}

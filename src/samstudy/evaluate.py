@@ -1,0 +1,114 @@
+"""Evaluate: one metric implementation for every method (SAM runs and nnU-Net alike).
+
+Dice, NSD at a tolerance in mm and HD95 in mm, per label per case, in physical spacing, on the whole 3D
+volume, so slices without ground truth count. Distances come from MONAI (maintained; cross-checked in
+the tests against MedPy and an independent SciPy implementation).
+
+Rules for empty masks (per label and case):
+- ground truth and prediction both empty: dice = 1, nsd = 1, hd95 = 0 (a correct "absent").
+- exactly one of them empty: dice = 0, nsd = 0, hd95 = the image diagonal in mm (the worst possible
+  distance), so a missed or hallucinated structure never improves an average.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+from samstudy.infer import eval_cases
+from samstudy.ingest import load_dataset_table, read_case
+from samstudy.io import write_json, write_parquet
+from samstudy.paths import Layout
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = [
+    "dataset", "case_id", "label", "label_value", "run", "method", "model", "adaptation", "protocol",
+    "prompted", "dice", "nsd", "hd95", "gt_voxels", "pred_voxels",
+]  # fmt: skip
+
+
+def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx, tolerance_mm: float) -> dict[str, float]:
+    """Dice, NSD@tolerance and HD95 (mm) of two binary arrays with the given voxel spacing."""
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    pred, gt = pred.astype(bool), gt.astype(bool)
+    n_pred, n_gt = int(pred.sum()), int(gt.sum())
+    if n_pred == 0 and n_gt == 0:
+        return {"dice": 1.0, "nsd": 1.0, "hd95": 0.0}
+    if n_pred == 0 or n_gt == 0:
+        diagonal = float(np.linalg.norm(np.array(gt.shape) * np.asarray(spacing_zyx)))
+        return {"dice": 0.0, "nsd": 0.0, "hd95": diagonal}
+    dice = 2.0 * float(np.logical_and(pred, gt).sum()) / (n_pred + n_gt)
+    p = torch.from_numpy(pred)[None, None].float()
+    g = torch.from_numpy(gt)[None, None].float()
+    spacing = [float(s) for s in spacing_zyx]
+    nsd = float(compute_surface_dice(p, g, [tolerance_mm], include_background=True, spacing=spacing)[0, 0])
+    hd95 = float(compute_hausdorff_distance(p, g, include_background=True, percentile=95, spacing=spacing)[0, 0])
+    return {"dice": dice, "nsd": nsd, "hd95": hd95}
+
+
+def _same_geometry(pred: sitk.Image, ref: sitk.Image) -> str | None:
+    if pred.GetSize() != ref.GetSize()[:3]:
+        return f"size {pred.GetSize()} differs from the image's {ref.GetSize()[:3]}"
+    for what, a, b in (("spacing", pred.GetSpacing(), ref.GetSpacing()), ("origin", pred.GetOrigin(), ref.GetOrigin())):
+        if not np.allclose(a, b[:3], atol=1e-3 * max(1.0, float(np.max(np.abs(b))))):
+            return f"{what} {a} differs from the image's {b[:3]}"
+    return None
+
+
+def evaluate_run(layout: Layout, dataset: str, run: str, run_info: dict, settings: dict) -> pd.DataFrame:
+    """Score every evaluation case of one run on one dataset; writes metrics/<run>/<dataset>.parquet."""
+    table, info = load_dataset_table(layout, dataset)
+    rows = table.set_index("case_id")
+    out = []
+    for case in tqdm(eval_cases(layout, dataset), desc=f"evaluate {run}/{dataset}", unit="case"):
+        row = rows.loc[case].to_dict()
+        image, gt = read_case(row, info)
+        path = layout.prediction(run, dataset, case)
+        pred_img = sitk.ReadImage(path)
+        problem = _same_geometry(pred_img, image)
+        if problem:
+            raise ValueError(f"{path}: prediction geometry does not match the case: {problem}")
+        pred = sitk.GetArrayFromImage(pred_img)
+        spacing_zyx = tuple(reversed(image.GetSpacing()[:3]))
+        for value, name in info["labels"].items():
+            m = binary_metrics(pred == value, gt == value, spacing_zyx, settings["nsd_tolerance_mm"])
+            out.append({"dataset": dataset, "case_id": case, "label": name, "label_value": int(value), "run": run,
+                        **run_info, **m, "gt_voxels": int((gt == value).sum()), "pred_voxels": int((pred == value).sum())})  # fmt: skip
+    frame = pd.DataFrame(out, columns=METRIC_COLUMNS)
+    write_parquet(layout.run_metrics(run, dataset), frame)
+    return frame
+
+
+def bootstrap_ci(values: np.ndarray, seed: int, n: int = 1000, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n, values.size))].mean(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int) -> dict:
+    """Merge per-run metrics into metrics.parquet and write summary.json (DVC metrics)."""
+    frames = [pd.read_parquet(layout.run_metrics(run, dataset)) for run, dataset in parts]
+    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)
+    write_parquet(layout.metrics(), metrics)
+    summary: dict = {}
+    for (run, dataset), group in metrics.groupby(["run", "dataset"], sort=True):
+        entry = {"prompted": bool(group["prompted"].iloc[0]), "n_cases": int(group["case_id"].nunique())}
+        for metric in ("dice", "nsd", "hd95"):
+            entry[f"mean_{metric}"] = float(group[metric].mean())
+        lo, hi = bootstrap_ci(group.groupby("case_id")["dice"].mean().to_numpy(), seed)
+        entry["mean_dice_ci95"] = [lo, hi]
+        entry["dice_per_label"] = {k: float(v) for k, v in group.groupby("label")["dice"].mean().items()}
+        summary.setdefault(run, {})[dataset] = entry
+    write_json(layout.summary(), summary)
+    return summary

@@ -1,0 +1,320 @@
+"""Ingest: read a dataset in the format it comes in, validate every case, write the manifest rows.
+
+A bad case is reported (file + reason) in the rejected table and left out; the other cases go on.
+Cases are read one at a time, so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from samstudy import synthetic
+from samstudy.io import read_json, sha256_file, write_json, write_parquet
+from samstudy.paths import Layout
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = [
+    "dataset", "case_id", "patient_id", "modality", "role", "images", "label", "shape", "spacing",
+    "origin", "direction", "labels_present", "content_hash",
+]  # fmt: skip
+REJECTED_COLUMNS = ["dataset", "case_id", "file", "reason"]
+
+GEOMETRY_TOLERANCE = 1e-3  # relative tolerance on spacing/origin/direction between image and label
+MAX_DIM = 4096  # voxels per axis; beyond is treated as a corrupt header
+MAX_VOXELS = 2_000_000_000
+
+
+class CaseError(ValueError):
+    """A problem with one case; the message names the file and what is wrong."""
+
+    def __init__(self, file: str | Path, reason: str):
+        super().__init__(f"{file}: {reason}")
+        self.file = str(file)
+        self.reason = reason
+
+
+@dataclass
+class CaseFiles:
+    """One case as found on disk, before validation."""
+
+    case_id: str
+    images: list[str]
+    label: str | None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class DatasetInfo:
+    """What a reader learns about a dataset: declared source labels (name -> value), channels."""
+
+    declared: dict[str, int]
+    channels: list[str]
+    file_ending: str = ".nii.gz"
+
+
+# ---------------------------------------------------------------- readers (one per `format`)
+
+
+def _read_nnunet(path: Path) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
+    meta_path = path / "dataset.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: nnU-Net raw dataset.json not found")
+    meta = read_json(meta_path)
+    ending = meta.get("file_ending", ".nii.gz")
+    channels = [meta["channel_names"][k] for k in sorted(meta.get("channel_names", {"0": "image"}), key=int)]
+    declared = {k: int(v) for k, v in meta["labels"].items() if not isinstance(v, list)}
+
+    def cases() -> Iterator[CaseFiles]:
+        suffix = f"_0000{ending}"
+        for first in sorted((path / "imagesTr").glob(f"*{suffix}")):
+            case_id = first.name[: -len(suffix)]
+            images = [str(path / "imagesTr" / f"{case_id}_{c:04d}{ending}") for c in range(len(channels))]
+            yield CaseFiles(case_id, images, str(path / "labelsTr" / f"{case_id}{ending}"))
+
+    return DatasetInfo(declared, channels, ending), cases()
+
+
+def _read_msd(path: Path) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
+    meta_path = path / "dataset.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: Decathlon dataset.json not found")
+    meta = read_json(meta_path)
+    declared = {name: int(value) for value, name in meta["labels"].items()}
+    channels = [meta["modality"][k] for k in sorted(meta.get("modality", {"0": "image"}), key=int)]
+
+    def cases() -> Iterator[CaseFiles]:
+        for entry in meta["training"]:
+            image = (path / entry["image"]).resolve()
+            label = (path / entry["label"]).resolve()
+            case_id = image.name.split(".")[0]
+            yield CaseFiles(case_id, [str(image)], str(label), {"msd_channels": len(channels)})
+
+    return DatasetInfo(declared, channels), cases()
+
+
+READERS = {"nnunet": _read_nnunet, "msd": _read_msd, "synthetic": _read_nnunet}
+
+
+def dataset_path(layout: Layout, ds: dict) -> Path:
+    """Where a dataset lives; the synthetic phantom is written under results_dir/raw by default."""
+    if ds.get("path"):
+        return Path(ds["path"])
+    return Path(layout.raw_dir(ds["name"]))
+
+
+# ---------------------------------------------------------------- labels
+
+
+def label_mapping(ds: dict, info: DatasetInfo) -> tuple[dict[int, str], dict[int, list[int]]]:
+    """Study labels (consecutive values 1..n) -> names, and -> the source values they take.
+
+    From the config's `labels` (rename, merge, choose) when given, else every declared foreground label.
+    """
+    wanted = ds.get("labels")
+    if not wanted:
+        fg = sorted((v, k) for k, v in info.declared.items() if v != 0)
+        wanted = {name: value for value, name in fg}
+    names, sources = {}, {}
+    for i, (name, value) in enumerate(wanted.items(), start=1):
+        values = [int(v) for v in (value if isinstance(value, list) else [value])]
+        undeclared = [v for v in values if v not in info.declared.values()]
+        if undeclared:
+            raise ValueError(f"dataset {ds['name']}: labels.{name} uses values {undeclared} not declared by the dataset")
+        names[i], sources[i] = name, values
+    return names, sources
+
+
+def map_labels(array: np.ndarray, sources: dict[int, list[int]]) -> np.ndarray:
+    """Source label array -> study label array (values not chosen become background)."""
+    lut = np.zeros(int(array.max(initial=0)) + 1, dtype=np.uint8)
+    for study_value, values in sources.items():
+        for v in values:
+            if v < lut.size:
+                lut[v] = study_value
+    return lut[array]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _read_image(path: str, what: str) -> sitk.Image:
+    if not Path(path).is_file():
+        raise CaseError(path, f"{what} file is missing")
+    try:
+        return sitk.ReadImage(path)
+    except RuntimeError as err:
+        msg = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
+        raise CaseError(path, f"{what} file is unreadable or truncated ({msg})") from err
+
+
+def _check_dims(img: sitk.Image, path: str, ndim: int) -> None:
+    if img.GetDimension() != ndim:
+        raise CaseError(path, f"expected a {ndim}D image, found {img.GetDimension()}D")
+    size = img.GetSize()
+    if min(size) < 1 or max(size) > MAX_DIM or int(np.prod(size)) > MAX_VOXELS:
+        raise CaseError(path, f"absurd dimensions {size}")
+    d = np.array(img.GetDirection()).reshape(ndim, ndim)
+    if not np.allclose(d @ d.T, np.eye(ndim), atol=1e-4):
+        raise CaseError(path, "direction matrix is not orthonormal")
+
+
+def _check_same_geometry(img: sitk.Image, lab: sitk.Image, label_path: str) -> None:
+    if img.GetSize() != lab.GetSize():
+        raise CaseError(label_path, f"label size {lab.GetSize()} differs from image size {img.GetSize()}")
+    for what, a, b in (
+        ("spacing", img.GetSpacing(), lab.GetSpacing()),
+        ("origin", img.GetOrigin(), lab.GetOrigin()),
+        ("direction", img.GetDirection(), lab.GetDirection()),
+    ):
+        scale = max(1.0, float(np.max(np.abs(a))))
+        if not np.allclose(a, b, atol=GEOMETRY_TOLERANCE * scale):
+            raise CaseError(label_path, f"label {what} {tuple(round(x, 4) for x in b)} differs from image {what} {tuple(round(x, 4) for x in a)}")
+
+
+def validate_case(files: CaseFiles, info: DatasetInfo, sources: dict[int, list[int]], names: dict[int, str]) -> dict:
+    """Check one case; return its manifest fields or raise CaseError naming the file and problem."""
+    if files.label is None:
+        raise CaseError(files.images[0], "no label file for this image")
+    images = [_read_image(p, "image") for p in files.images]
+    expected_dim = 4 if files.extra.get("msd_channels", 1) > 1 else 3
+    ref = images[0]
+    _check_dims(ref, files.images[0], expected_dim)
+    if expected_dim == 4:  # MSD multi-modal: 4D (x, y, z, channel); validate geometry on channel 0
+        ref = ref[:, :, :, 0]
+    for path, img in zip(files.images[1:], images[1:], strict=True):
+        _check_dims(img, path, 3)
+        _check_same_geometry(ref, img, path)
+    lab = _read_image(files.label, "label")
+    _check_dims(lab, files.label, 3)
+    _check_same_geometry(ref, lab, files.label)
+    for path, img in zip(files.images, images, strict=True):
+        arr = sitk.GetArrayViewFromImage(img)
+        if not np.isfinite(arr).all():
+            raise CaseError(path, f"image has {int((~np.isfinite(arr)).sum())} NaN/inf voxels")
+    lab_arr = sitk.GetArrayFromImage(lab)
+    if np.issubdtype(lab_arr.dtype, np.floating):
+        if not np.isfinite(lab_arr).all() or not np.equal(np.mod(lab_arr, 1), 0).all():
+            raise CaseError(files.label, "label has non-integer values")
+        lab_arr = lab_arr.astype(np.int64)
+    values = set(np.unique(lab_arr).tolist())
+    undeclared = sorted(values - set(info.declared.values()))
+    if undeclared:
+        raise CaseError(files.label, f"label values {undeclared} are not declared (declared: {sorted(info.declared.values())})")
+    study = map_labels(lab_arr.astype(np.int64), sources)
+    counts = np.bincount(study.ravel(), minlength=len(names) + 1)
+    present = {names[v]: int(counts[v]) for v in names if counts[v] > 0}
+    if not present:
+        log.warning("%s: no study label present (empty ground truth); case kept", files.label)
+    content = [sha256_file(p) for p in [*files.images, files.label]]
+    return {
+        "case_id": files.case_id,
+        "images": list(files.images),
+        "label": files.label,
+        "shape": list(ref.GetSize()),
+        "spacing": list(ref.GetSpacing()),
+        "origin": list(ref.GetOrigin()),
+        "direction": list(ref.GetDirection()),
+        "labels_present": present,
+        "content_hash": _combine(content),
+    }
+
+
+def _combine(hashes: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(hashes).encode()).hexdigest()
+
+
+def patient_of(case_id: str, pattern: str | None) -> str:
+    """Patient id from a case id: the regex's first group (or whole match); the case id by default."""
+    if not pattern:
+        return case_id
+    m = re.search(pattern, case_id)
+    if not m:
+        raise CaseError(case_id, f"patient_id pattern {pattern!r} does not match the case id")
+    return m.group(1) if m.groups() else m.group(0)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) -> pd.DataFrame:
+    """Read, validate and record one dataset; writes the dataset's manifest rows, rejections and info."""
+    name = ds["name"]
+    root = dataset_path(layout, ds)
+    if ds["format"] == "synthetic":
+        synthetic.write_dataset(root, seed, ds.get("synthetic"))
+    if ds["format"] not in READERS:
+        raise NotImplementedError(f"dataset {name}: format '{ds['format']}' is not supported yet")
+    info, found = READERS[ds["format"]](root)
+    names, sources = label_mapping(ds, info)
+    rows, rejected, seen = [], [], set()
+    for files in tqdm(list(found), desc=f"ingest {name}", unit="case"):
+        try:
+            if files.case_id in seen:
+                raise CaseError(files.images[0], f"duplicate case id '{files.case_id}'")
+            seen.add(files.case_id)
+            row = validate_case(files, info, sources, names)
+            row["patient_id"] = patient_of(files.case_id, ds.get("patient_id"))
+        except CaseError as err:
+            log.error("rejected %s/%s: %s", name, files.case_id, err)
+            if strict:
+                raise
+            rejected.append({"dataset": name, "case_id": files.case_id, "file": err.file, "reason": err.reason})
+            continue
+        rows.append({"dataset": name, "modality": ds["modality"], "role": ds["role"], **row})
+    if not rows:
+        raise ValueError(f"dataset {name}: no valid case found under {root}")
+    manifest = pd.DataFrame(rows)[MANIFEST_COLUMNS]
+    manifest["labels_present"] = manifest["labels_present"].map(_json)
+    write_parquet(layout.ingest_table(name), manifest)
+    write_parquet(layout.ingest_rejected(name), pd.DataFrame(rejected, columns=REJECTED_COLUMNS))
+    write_json(
+        layout.ingest_info(name),
+        {"dataset": name, "format": ds["format"], "path": str(root), "modality": ds["modality"],
+         "role": ds["role"], "labels": names, "label_sources": sources, "channels": info.channels},
+    )  # fmt: skip
+    log.info("dataset %s: %d accepted, %d rejected", name, len(rows), len(rejected))
+    return manifest
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
+def merge_manifests(layout: Layout, datasets: list[str]) -> pd.DataFrame:
+    """Concatenate the per-dataset tables into manifest.parquet and rejected.parquet."""
+    manifest = pd.concat([pd.read_parquet(layout.ingest_table(d)) for d in datasets], ignore_index=True)
+    rejected = pd.concat([pd.read_parquet(layout.ingest_rejected(d)) for d in datasets], ignore_index=True)
+    write_parquet(layout.manifest(), manifest)
+    write_parquet(layout.rejected(), rejected)
+    return manifest
+
+
+def load_dataset_table(layout: Layout, dataset: str) -> tuple[pd.DataFrame, dict]:
+    """A dataset's manifest rows and its info (labels, modality, ...)."""
+    info = read_json(layout.ingest_info(dataset))
+    info["labels"] = {int(k): v for k, v in info["labels"].items()}
+    info["label_sources"] = {int(k): v for k, v in info["label_sources"].items()}
+    return pd.read_parquet(layout.ingest_table(dataset)), info
+
+
+def read_case(row, info: dict) -> tuple[sitk.Image, np.ndarray]:
+    """A manifest row's first image channel (SimpleITK image) and its study label array (z, y, x)."""
+    image = sitk.ReadImage(row["images"][0])
+    if image.GetDimension() == 4:
+        image = image[:, :, :, 0]
+    label = sitk.GetArrayFromImage(sitk.ReadImage(row["label"])).astype(np.int64)
+    return image, map_labels(label, info["label_sources"])

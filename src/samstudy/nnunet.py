@@ -1,0 +1,216 @@
+"""The nnU-Net v2 baseline, run through nnunetv2 itself on the study's cases and folds.
+
+export: the study's cases to an nnU-Net raw dataset (train+val in imagesTr, test in imagesTs, study
+label values) plus splits_final.json = the study's folds. plan: nnU-Net's fingerprint, planning and
+preprocessing (with dataset integrity verification). train: nnU-Net's trainer; the `quick` schedule sets
+epochs/iterations and caps the network width before initialize() (CPU demos), `full` keeps nnU-Net's
+defaults. A killed training resumes from checkpoint_latest.pth. predict: nnU-Net's predictor on the
+test cases, written into the study's predictions/ layout (geometry kept by nnU-Net).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from samstudy.ingest import load_dataset_table, read_case
+from samstudy.io import atomic_path, read_json, write_json
+from samstudy.models import resolve_device
+from samstudy.paths import Layout, run_name
+from samstudy.splits import cases_in, load_split
+
+log = logging.getLogger(__name__)
+
+TRAINER = "nnUNetTrainer"
+PLANS = "nnUNetPlans"
+
+
+def run_names(configurations: list[str]) -> list[str]:
+    return [run_name(f"nnunet_{c}", None) for c in configurations]
+
+
+def dataset_folder_name(dataset_id: int, dataset: str) -> str:
+    return f"Dataset{dataset_id:03d}_{dataset}"
+
+
+def setup_environment(layout: Layout, threads: int | None = None) -> dict[str, str]:
+    """nnU-Net's folders and process counts; must run before nnunetv2 is imported."""
+    root = Path(layout.nnunet_root()).resolve()
+    env = {
+        "nnUNet_raw": str(root / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
+        "nnUNet_results": str(root / "nnUNet_results"),
+        "nnUNet_compile": "f",
+    }
+    cpus = threads or len(os.sched_getaffinity(0))
+    env.setdefault("nnUNet_def_n_proc", str(max(1, min(cpus, 8))))
+    # nnU-Net's default 8-12 augmentation workers thrash a small CPU (train() lowers this to 0 there).
+    env.setdefault("nnUNet_n_proc_DA", str(max(1, min(cpus - 1, 12))))
+    for k, v in env.items():
+        if k in ("nnUNet_def_n_proc", "nnUNet_n_proc_DA") and k in os.environ:
+            continue  # the user's (e.g. cluster profile's) choice wins
+        os.environ[k] = v
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(env[k]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _channel_names(info: dict, modality: str) -> dict[str, str]:
+    # nnU-Net picks its normalisation from the channel name: "CT" -> CT normalisation, else z-score.
+    channels = info.get("channels") or ["image"]
+    return {str(i): ("CT" if modality == "CT" else name) for i, name in enumerate(channels)}
+
+
+def _link(src: str, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    os.symlink(Path(src).resolve(), dst)
+
+
+def export(layout: Layout, dataset: str, dataset_id: int) -> dict:
+    """Write the nnU-Net raw dataset and splits_final.json for one study dataset."""
+    env = setup_environment(layout)
+    table, info = load_dataset_table(layout, dataset)
+    split = load_split(layout, dataset)
+    raw = Path(env["nnUNet_raw"]) / dataset_folder_name(dataset_id, dataset)
+    if raw.exists():
+        shutil.rmtree(raw)
+    test = set(cases_in(split, "test"))
+    train = sorted(c for fold in split["folds"] for c in fold["train"] + fold["val"])
+    rows = table.set_index("case_id")
+    for case in sorted(set(train) | test):
+        row = rows.loc[case].to_dict()
+        folder = "imagesTs" if case in test else "imagesTr"
+        images = list(row["images"])
+        if len(images) == 1 and sitk.ReadImage(images[0]).GetDimension() == 4:  # MSD 4D: one file per channel
+            img4 = sitk.ReadImage(images[0])
+            for c in range(img4.GetSize()[3]):
+                with atomic_path(raw / folder / f"{case}_{c:04d}.nii.gz") as tmp:
+                    sitk.WriteImage(img4[:, :, :, c], str(tmp), useCompression=True)
+        else:
+            for c, path in enumerate(images):
+                _link(path, raw / folder / f"{case}_{c:04d}.nii.gz")
+        if case not in test:
+            image, label = read_case(row, info)
+            lab = sitk.GetImageFromArray(label.astype(np.uint8))
+            lab.CopyInformation(image)
+            with atomic_path(raw / "labelsTr" / f"{case}.nii.gz") as tmp:
+                sitk.WriteImage(lab, str(tmp), useCompression=True)
+    labels = {"background": 0, **{name: int(v) for v, name in info["labels"].items()}}
+    write_json(raw / "dataset.json", {"channel_names": _channel_names(info, rows["modality"].iloc[0]), "labels": labels,
+                                      "numTraining": len(train), "file_ending": ".nii.gz", "name": dataset})  # fmt: skip
+    write_json(raw / "splits_final.json", split["folds"])
+    stamp = {"dataset": dataset, "dataset_id": dataset_id, "raw": str(raw), "train": train, "test": sorted(test)}
+    write_json(layout.nnunet_export_done(dataset), stamp)
+    return stamp
+
+
+def plan(layout: Layout, dataset: str, dataset_id: int, configurations: list[str], schedule: str) -> dict:
+    """nnU-Net fingerprint (+ integrity check), planning and preprocessing; installs the study's folds."""
+    env = setup_environment(layout)
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+        preprocess_dataset,
+    )
+
+    class QuickFingerprint(DatasetFingerprintExtractor):
+        # nnU-Net samples 1e8 foreground voxels for its intensity statistics whatever the data size;
+        # the quick schedule samples 1e6 (small demo data has fewer anyway).
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.num_foreground_voxels_for_intensitystats = 1e6
+
+    n_proc = int(os.environ["nnUNet_def_n_proc"])
+    extractor = QuickFingerprint if schedule == "quick" else DatasetFingerprintExtractor
+    extract_fingerprint_dataset(dataset_id, extractor, n_proc, check_dataset_integrity=True, clean=True, verbose=False)
+    plan_experiment_dataset(dataset_id)
+    preprocess_dataset(dataset_id, PLANS, configurations, [n_proc], show_progress_bar=True)
+    name = dataset_folder_name(dataset_id, dataset)
+    pre = Path(env["nnUNet_preprocessed"]) / name
+    shutil.copyfile(Path(env["nnUNet_raw"]) / name / "splits_final.json", pre / "splits_final.json")
+    plans = read_json(pre / f"{PLANS}.json")
+    stamp = {"dataset": dataset, "dataset_id": dataset_id, "configurations_planned": sorted(plans["configurations"])}
+    write_json(layout.nnunet_plan_done(dataset), stamp)
+    return stamp
+
+
+def _cap_features(plans: dict, configuration: str, max_features: int) -> None:
+    arch = plans["configurations"][configuration]["architecture"]["arch_kwargs"]
+    arch["features_per_stage"] = [min(int(f), max_features) for f in arch["features_per_stage"]]
+
+
+def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, settings: dict, seed: int) -> dict:
+    """Train one configuration on the study's fold with nnU-Net's own trainer."""
+    if len(os.sched_getaffinity(0)) <= 2:
+        os.environ.setdefault("nnUNet_n_proc_DA", "0")  # in-process augmentation: no thrash, bit-reproducible
+    env = setup_environment(layout)
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if torch.get_num_threads() > 2 and resolve_device(settings["device"]).type == "cpu":
+        torch.set_num_threads(max(1, int(os.environ["nnUNet_def_n_proc"])))
+    name = dataset_folder_name(dataset_id, dataset)
+    pre = Path(env["nnUNet_preprocessed"]) / name
+    plans = read_json(pre / f"{PLANS}.json")
+    plans["continue_training"] = True  # our own resume logic below decides; this only keeps nnU-Net's logs
+    quick = settings["schedule"] == "quick"
+    if quick:
+        _cap_features(plans, configuration, settings["quick"]["max_features"])
+    trainer = nnUNetTrainer(plans=plans, configuration=configuration, fold=settings["fold"],
+                            dataset_json=read_json(pre / "dataset.json"), device=resolve_device(settings["device"]))  # fmt: skip
+    if quick:
+        trainer.num_epochs = settings["quick"]["epochs"]
+        trainer.num_iterations_per_epoch = settings["quick"]["iterations_per_epoch"]
+        trainer.num_val_iterations_per_epoch = settings["quick"]["val_iterations_per_epoch"]
+    out = Path(trainer.output_folder)
+    final, latest = out / "checkpoint_final.pth", out / "checkpoint_latest.pth"
+    if final.is_file():
+        log.info("%s: training already finished (%s)", name, final)
+    else:
+        if latest.is_file():
+            log.info("%s: resuming from %s", name, latest)
+            trainer.load_checkpoint(str(latest))
+        trainer.run_training()
+    stamp = {"dataset": dataset, "configuration": configuration, "fold": settings["fold"], "schedule": settings["schedule"],
+             "converged": not quick, "model_folder": str(out.parent), "checkpoint": str(final)}  # fmt: skip
+    write_json(layout.nnunet_train_done(dataset, configuration), stamp)
+    return stamp
+
+
+def predict(layout: Layout, dataset: str, dataset_id: int, configuration: str, settings: dict) -> list[str]:
+    """Predict the study's test cases with the trained model into predictions/nnunet_<cfg>/<dataset>/."""
+    setup_environment(layout)
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    stamp = read_json(layout.nnunet_train_done(dataset, configuration))
+    exported = read_json(layout.nnunet_export_done(dataset))
+    device = resolve_device(settings["device"])
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=settings["schedule"] == "full",
+                                perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=True)  # fmt: skip
+    predictor.initialize_from_trained_model_folder(stamp["model_folder"], use_folds=(settings["fold"],), checkpoint_name="checkpoint_final.pth")
+    raw = Path(exported["raw"])
+    run = run_name(f"nnunet_{configuration}", None)
+    written = []
+    with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
+        inputs = [sorted(str(p) for p in (raw / "imagesTs").glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz")) for case in exported["test"]]
+        outputs = [str(Path(tmp) / case) for case in exported["test"]]
+        with torch.inference_mode():
+            predictor.predict_from_files_sequential(inputs, outputs, save_probabilities=False, overwrite=True)
+        for case in exported["test"]:
+            dst = layout.prediction(run, dataset, case)
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(Path(tmp) / f"{case}.nii.gz", dst)
+            written.append(dst)
+    return written

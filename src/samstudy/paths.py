@@ -1,0 +1,123 @@
+"""The one path layout of a study. The Snakefile and the library both build paths here.
+
+Every method takes wildcard values; passing the literal strings "{dataset}", "{method}", ... gives the
+Snakemake pattern, passing real names gives the file. Nothing else in the project joins result paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Runs evaluated by the study: a prompt-based method with a protocol is named "<method>.<protocol>",
+# nnU-Net runs are named "nnunet_<configuration>" (they take no prompts).
+RUN_SEPARATOR = "."
+
+
+def run_name(method: str, protocol: str | None) -> str:
+    """The name of one evaluated run: the folder under predictions/ and the metrics 'run' column."""
+    return method if protocol is None else f"{method}{RUN_SEPARATOR}{protocol}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    results_dir: str
+    cache_dir: str = ".cache/samstudy"
+
+    def _r(self, *parts: str) -> str:
+        return str(Path(self.results_dir, *parts))
+
+    # ingest
+    def raw_dir(self, dataset: str) -> str:
+        """Where a synthetic dataset is written (a standard nnU-Net v2 raw layout)."""
+        return self._r("raw", dataset)
+
+    def ingest_table(self, dataset: str) -> str:
+        return self._r("ingest", f"{dataset}.parquet")
+
+    def ingest_rejected(self, dataset: str) -> str:
+        return self._r("ingest", f"{dataset}.rejected.parquet")
+
+    def ingest_info(self, dataset: str) -> str:
+        return self._r("ingest", f"{dataset}.json")
+
+    def manifest(self) -> str:
+        return self._r("manifest.parquet")
+
+    def rejected(self) -> str:
+        return self._r("rejected.parquet")
+
+    def dataset_splits(self, dataset: str) -> str:
+        return self._r("splits", f"{dataset}.json")
+
+    def nnunet_splits(self, dataset: str) -> str:
+        """The same split in nnU-Net's splits_final.json form."""
+        return self._r("splits", dataset, "splits_final.json")
+
+    def splits(self) -> str:
+        return self._r("splits.json")
+
+    # preprocess / embed / prompts
+    def preprocessed_dir(self, dataset: str) -> str:
+        return self._r("preprocessed", dataset)
+
+    def preprocessed_case(self, dataset: str, case: str) -> str:
+        return self._r("preprocessed", dataset, f"{case}.npz")
+
+    def embed_index(self, model: str, dataset: str) -> str:
+        return self._r("embeddings", model, f"{dataset}.json")
+
+    def embedding_file(self, key: str) -> str:
+        return str(Path(self.cache_dir, "embeddings", key[:2], f"{key}.npz"))
+
+    def prompts(self, dataset: str, protocol: str) -> str:
+        return self._r("prompts", dataset, f"{protocol}.json")
+
+    # adaptation
+    def model_dir(self, method: str) -> str:
+        return self._r("models", method)
+
+    def checkpoint(self, method: str) -> str:
+        return self._r("models", method, "checkpoint.pt")
+
+    def curves(self, method: str) -> str:
+        return self._r("models", method, "curves.csv")
+
+    # predictions
+    def prediction_dir(self, run: str, dataset: str) -> str:
+        return self._r("predictions", run, dataset)
+
+    def prediction(self, run: str, dataset: str, case: str) -> str:
+        return self._r("predictions", run, dataset, f"{case}.nii.gz")
+
+    # nnU-Net
+    def nnunet_root(self) -> str:
+        return self._r("nnunet")
+
+    def nnunet_export_done(self, dataset: str) -> str:
+        return self._r("nnunet", "stamps", f"{dataset}.exported.json")
+
+    def nnunet_plan_done(self, dataset: str) -> str:
+        return self._r("nnunet", "stamps", f"{dataset}.planned.json")
+
+    def nnunet_train_done(self, dataset: str, configuration: str) -> str:
+        return self._r("nnunet", "stamps", f"{dataset}.{configuration}.trained.json")
+
+    # evaluate / report
+    def run_metrics(self, run: str, dataset: str) -> str:
+        return self._r("metrics", run, f"{dataset}.parquet")
+
+    def metrics(self) -> str:
+        return self._r("metrics.parquet")
+
+    def summary(self) -> str:
+        return self._r("summary.json")
+
+    def report(self) -> str:
+        return self._r("report", "index.html")
+
+    def log(self, name: str) -> str:
+        return self._r("logs", f"{name}.log")
+
+    def benchmark(self, name: str) -> str:
+        return self._r("benchmarks", f"{name}.tsv")

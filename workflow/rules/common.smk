@@ -1,0 +1,62 @@
+# Shared by every rule file: the validated config, the one path layout, the runs of the study.
+import shlex
+
+from samstudy import config as samstudy_config
+from samstudy.nnunet import run_names as nnunet_run_names
+from samstudy.paths import Layout, run_name
+
+CFG = samstudy_config.validate(config)
+P = samstudy_config.as_param
+L = Layout(CFG["results_dir"], CFG["cache_dir"])
+DATASETS = {d["name"]: d for d in CFG["datasets"]}
+TRAIN_DATASETS = [d for d, ds in DATASETS.items() if ds["role"] == "train_test"]
+NNUNET_DATASETS = TRAIN_DATASETS if CFG["nnunet"]["enabled"] else []
+NNUNET_CONFIGS = CFG["nnunet"]["configurations"]
+PROTOCOLS = CFG["prompts"]["protocols"]
+ADAPTED = [m for m, spec in CFG["methods"].items() if spec["adaptation"] != "none"]
+USED_MODELS = sorted({spec["model"] for spec in CFG["methods"].values()})
+# The command every rule calls (followed by its verb).
+SAMSTUDY = f"samstudy --results {shlex.quote(L.results_dir)} --cache {shlex.quote(L.cache_dir)}"
+ENV = "../../envs/samstudy.yaml"
+
+
+# Every evaluated run: prompt-based methods x protocols, then nnU-Net configurations.
+RUNS = {}
+for _method, _spec in CFG["methods"].items():
+    for _protocol in PROTOCOLS:
+        RUNS[run_name(_method, _protocol)] = {
+            "method": _method,
+            "model": _spec["model"],
+            "adaptation": _spec["adaptation"],
+            "protocol": _protocol,
+            "prompted": True,
+        }
+for _cfg, _run in zip(NNUNET_CONFIGS, nnunet_run_names(NNUNET_CONFIGS)):
+    if NNUNET_DATASETS:
+        RUNS[_run] = {
+            "method": _run,
+            "model": "nnunet",
+            "adaptation": "supervised",
+            "protocol": "none",
+            "prompted": False,
+        }
+# (run, dataset) pairs that are evaluated: nnU-Net only where it was trained.
+EVAL_PARTS = [
+    (r, d)
+    for r, info in RUNS.items()
+    for d in DATASETS
+    if info["model"] != "nnunet" or d in NNUNET_DATASETS
+]
+
+
+def nnunet_dataset_id(dataset):
+    return CFG["nnunet"]["dataset_id_start"] + list(DATASETS).index(dataset)
+
+
+wildcard_constraints:
+    dataset="[A-Za-z][A-Za-z0-9_]*",
+    method="[A-Za-z][A-Za-z0-9_]*",
+    model="[A-Za-z][A-Za-z0-9_]*",
+    protocol="[A-Za-z][A-Za-z0-9_]*",
+    configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
+    run="[A-Za-z][A-Za-z0-9_.]*",

@@ -1,0 +1,23 @@
+# Embed: the image encoder once per needed slice, cached by content (the GPU stage).
+
+
+rule embed:
+    input:
+        L.preprocessed_dir("{dataset}"),
+    output:
+        L.embed_index("{model}", "{dataset}"),
+    log:
+        L.log("embed/{model}.{dataset}"),
+    benchmark:
+        L.benchmark("embed.{model}.{dataset}")
+    params:
+        p=lambda w: P({"model": CFG["models"][w.model], "embed": CFG["embed"]}),
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        ENV
+    shell:
+        "{SAMSTUDY} embed --dataset {wildcards.dataset} --model {wildcards.model}"
+        " --params {params.p:q} > {log} 2>&1"

@@ -1,0 +1,36 @@
+# Evaluate every run with the same metric code; merge into metrics.parquet and summary.json.
+
+
+rule evaluate:
+    input:
+        predictions=L.prediction_dir("{run}", "{dataset}"),
+        table=L.ingest_table("{dataset}"),
+        split=L.dataset_splits("{dataset}"),
+    output:
+        L.run_metrics("{run}", "{dataset}"),
+    log:
+        L.log("evaluate/{run}.{dataset}"),
+    benchmark:
+        L.benchmark("evaluate.{run}.{dataset}")
+    params:
+        p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
+    conda:
+        ENV
+    shell:
+        "{SAMSTUDY} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --params {params.p:q} > {log} 2>&1"
+
+
+rule summarize:
+    input:
+        [L.run_metrics(r, d) for r, d in EVAL_PARTS],
+    output:
+        metrics=L.metrics(),
+        summary=L.summary(),
+    log:
+        L.log("summarize"),
+    params:
+        p=P({"parts": EVAL_PARTS, "seed": CFG["seed"]}),
+    conda:
+        ENV
+    shell:
+        "{SAMSTUDY} summarize --params {params.p:q} > {log} 2>&1"

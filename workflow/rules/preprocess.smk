@@ -1,0 +1,27 @@
+# Preprocess: CT windowing / MR percentile clipping, 2D slices along the chosen axis.
+
+
+rule preprocess:
+    input:
+        table=L.ingest_table("{dataset}"),
+        info=L.ingest_info("{dataset}"),
+    output:
+        directory(L.preprocessed_dir("{dataset}")),
+    log:
+        L.log("preprocess/{dataset}"),
+    benchmark:
+        L.benchmark("preprocess.{dataset}")
+    params:
+        p=lambda w: P(
+            {
+                "dataset": {
+                    k: DATASETS[w.dataset].get(k)
+                    for k in ("name", "modality", "window")
+                },
+                "preprocess": CFG["preprocess"],
+            }
+        ),
+    conda:
+        ENV
+    shell:
+        "{SAMSTUDY} preprocess --params {params.p:q} > {log} 2>&1"

@@ -1,0 +1,21 @@
+# Report: one self-contained HTML page with the provenance of every number.
+
+
+rule report:
+    input:
+        metrics=L.metrics(),
+        summary=L.summary(),
+        manifest=L.manifest(),
+        splits=L.splits(),
+        rejected=L.rejected(),
+        nnunet=[L.nnunet_train_done(d, c) for d in NNUNET_DATASETS for c in NNUNET_CONFIGS],
+    output:
+        L.report(),
+    log:
+        L.log("report"),
+    params:
+        p=lambda w, input: P({"config": CFG, "nnunet_stamps": list(input.nnunet)}),
+    conda:
+        ENV
+    shell:
+        "{SAMSTUDY} report --params {params.p:q} > {log} 2>&1"
