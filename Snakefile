@@ -12,6 +12,17 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z][A-Za-z0-9_]*",
+    method="[A-Za-z][A-Za-z0-9_]*",
+    model="[A-Za-z][A-Za-z0-9_]*",
+    protocol="[A-Za-z][A-Za-z0-9_]*",
+    configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
+    run="[A-Za-z][A-Za-z0-9_.]*",
+
+
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/embed.smk"
@@ -24,7 +35,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         L.report(),
         L.summary(),
-    default_target: True

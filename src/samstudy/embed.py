@@ -153,7 +153,9 @@ def embed_dataset(
             index[case] = {"key": key, "file": path, "slices": chosen.tolist()}
         if pending_write is not None:
             pending_write.result()
-    log.info("embed %s/%s: %d cases, %d cache hits, device %s, %s", dataset, model_name, len(cases), hits, device, precision)
+    log.info(
+        "embed %s/%s: %d cases, %d cache hits, device %s, %s", dataset, model_name, len(cases), hits, device, precision
+    )
     result = {"dataset": dataset, "model": model_name, "model_sha256": model.sha256, "cases": index}
     write_json(layout.embed_index(model_name, dataset), result)
     return result

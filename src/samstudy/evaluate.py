@@ -28,9 +28,22 @@ from samstudy.paths import Layout
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
-    "dataset", "case_id", "label", "label_value", "run", "method", "model", "adaptation", "protocol",
-    "prompted", "dice", "nsd", "hd95", "gt_voxels", "pred_voxels",
-]  # fmt: skip
+    "dataset",
+    "case_id",
+    "label",
+    "label_value",
+    "run",
+    "method",
+    "model",
+    "adaptation",
+    "protocol",
+    "prompted",
+    "dice",
+    "nsd",
+    "hd95",
+    "gt_voxels",
+    "pred_voxels",
+]
 
 
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx, tolerance_mm: float) -> dict[str, float]:
@@ -79,8 +92,19 @@ def evaluate_run(layout: Layout, dataset: str, run: str, run_info: dict, setting
         spacing_zyx = tuple(reversed(image.GetSpacing()[:3]))
         for value, name in info["labels"].items():
             m = binary_metrics(pred == value, gt == value, spacing_zyx, settings["nsd_tolerance_mm"])
-            out.append({"dataset": dataset, "case_id": case, "label": name, "label_value": int(value), "run": run,
-                        **run_info, **m, "gt_voxels": int((gt == value).sum()), "pred_voxels": int((pred == value).sum())})  # fmt: skip
+            out.append(
+                {
+                    "dataset": dataset,
+                    "case_id": case,
+                    "label": name,
+                    "label_value": int(value),
+                    "run": run,
+                    **run_info,
+                    **m,
+                    "gt_voxels": int((gt == value).sum()),
+                    "pred_voxels": int((pred == value).sum()),
+                }
+            )
     frame = pd.DataFrame(out, columns=METRIC_COLUMNS)
     write_parquet(layout.run_metrics(run, dataset), frame)
     return frame

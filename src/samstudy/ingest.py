@@ -6,8 +6,10 @@ Cases are read one at a time, so memory does not grow with the dataset.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +20,26 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from samstudy import synthetic
-from samstudy.io import read_json, sha256_file, write_json, write_parquet
+from samstudy.io import read_json, write_json, write_parquet
 from samstudy.paths import Layout
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = [
-    "dataset", "case_id", "patient_id", "modality", "role", "images", "label", "shape", "spacing",
-    "origin", "direction", "labels_present", "content_hash",
-]  # fmt: skip
+    "dataset",
+    "case_id",
+    "patient_id",
+    "modality",
+    "role",
+    "images",
+    "label",
+    "shape",
+    "spacing",
+    "origin",
+    "direction",
+    "labels_present",
+    "content_hash",
+]
 REJECTED_COLUMNS = ["dataset", "case_id", "file", "reason"]
 
 GEOMETRY_TOLERANCE = 1e-3  # relative tolerance on spacing/origin/direction between image and label
@@ -129,7 +142,9 @@ def label_mapping(ds: dict, info: DatasetInfo) -> tuple[dict[int, str], dict[int
         values = [int(v) for v in (value if isinstance(value, list) else [value])]
         undeclared = [v for v in values if v not in info.declared.values()]
         if undeclared:
-            raise ValueError(f"dataset {ds['name']}: labels.{name} uses values {undeclared} not declared by the dataset")
+            raise ValueError(
+                f"dataset {ds['name']}: labels.{name} uses values {undeclared} not declared by the dataset"
+            )
         names[i], sources[i] = name, values
     return names, sources
 
@@ -145,6 +160,30 @@ def map_labels(array: np.ndarray, sources: dict[int, list[int]]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- validation
+
+
+def _hash_and_check(path: str, what: str) -> str:
+    """SHA-256 of a file; for gzip files also check the stream is complete.
+
+    ITK's NIfTI reader silently zero-fills a truncated .nii.gz, so truncation is caught here.
+    """
+    if not Path(path).is_file():
+        raise CaseError(path, f"{what} file is missing")
+    digest = hashlib.sha256()
+    unzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if path.endswith(".gz") else None
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            if unzip is not None and not unzip.eof:
+                try:
+                    unzip.decompress(block, 0)
+                    while unzip.unconsumed_tail:
+                        unzip.decompress(unzip.unconsumed_tail, 1 << 24)
+                except zlib.error as err:
+                    raise CaseError(path, f"{what} file is corrupt ({err})") from err
+    if unzip is not None and not unzip.eof:
+        raise CaseError(path, f"{what} file is unreadable or truncated (gzip stream ends early)")
+    return digest.hexdigest()
 
 
 def _read_image(path: str, what: str) -> sitk.Image:
@@ -168,6 +207,20 @@ def _check_dims(img: sitk.Image, path: str, ndim: int) -> None:
         raise CaseError(path, "direction matrix is not orthonormal")
 
 
+def _check_finite(path: str, img: sitk.Image) -> None:
+    """NaN/inf voxels. ITK's NIfTI reader silently turns NaN into 0, so float NIfTI files are checked
+    on their raw data with nibabel as well."""
+    arr = sitk.GetArrayViewFromImage(img)
+    bad = int((~np.isfinite(arr)).sum()) if np.issubdtype(arr.dtype, np.floating) else 0
+    if not bad and np.issubdtype(arr.dtype, np.floating) and str(path).endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        raw = np.asarray(nibabel.load(path).dataobj)
+        bad = int((~np.isfinite(raw)).sum())
+    if bad:
+        raise CaseError(path, f"image has {bad} NaN/inf voxels")
+
+
 def _check_same_geometry(img: sitk.Image, lab: sitk.Image, label_path: str) -> None:
     if img.GetSize() != lab.GetSize():
         raise CaseError(label_path, f"label size {lab.GetSize()} differs from image size {img.GetSize()}")
@@ -178,13 +231,21 @@ def _check_same_geometry(img: sitk.Image, lab: sitk.Image, label_path: str) -> N
     ):
         scale = max(1.0, float(np.max(np.abs(a))))
         if not np.allclose(a, b, atol=GEOMETRY_TOLERANCE * scale):
-            raise CaseError(label_path, f"label {what} {tuple(round(x, 4) for x in b)} differs from image {what} {tuple(round(x, 4) for x in a)}")
+            raise CaseError(
+                label_path,
+                f"label {what} {_rounded(b)} differs from image {what} {_rounded(a)}",
+            )
+
+
+def _rounded(values) -> tuple[float, ...]:
+    return tuple(round(float(x), 4) for x in values)
 
 
 def validate_case(files: CaseFiles, info: DatasetInfo, sources: dict[int, list[int]], names: dict[int, str]) -> dict:
     """Check one case; return its manifest fields or raise CaseError naming the file and problem."""
     if files.label is None:
         raise CaseError(files.images[0], "no label file for this image")
+    content = [_hash_and_check(p, "image") for p in files.images] + [_hash_and_check(files.label, "label")]
     images = [_read_image(p, "image") for p in files.images]
     expected_dim = 4 if files.extra.get("msd_channels", 1) > 1 else 3
     ref = images[0]
@@ -198,9 +259,7 @@ def validate_case(files: CaseFiles, info: DatasetInfo, sources: dict[int, list[i
     _check_dims(lab, files.label, 3)
     _check_same_geometry(ref, lab, files.label)
     for path, img in zip(files.images, images, strict=True):
-        arr = sitk.GetArrayViewFromImage(img)
-        if not np.isfinite(arr).all():
-            raise CaseError(path, f"image has {int((~np.isfinite(arr)).sum())} NaN/inf voxels")
+        _check_finite(path, img)
     lab_arr = sitk.GetArrayFromImage(lab)
     if np.issubdtype(lab_arr.dtype, np.floating):
         if not np.isfinite(lab_arr).all() or not np.equal(np.mod(lab_arr, 1), 0).all():
@@ -209,13 +268,14 @@ def validate_case(files: CaseFiles, info: DatasetInfo, sources: dict[int, list[i
     values = set(np.unique(lab_arr).tolist())
     undeclared = sorted(values - set(info.declared.values()))
     if undeclared:
-        raise CaseError(files.label, f"label values {undeclared} are not declared (declared: {sorted(info.declared.values())})")
+        raise CaseError(
+            files.label, f"label values {undeclared} are not declared (declared: {sorted(info.declared.values())})"
+        )
     study = map_labels(lab_arr.astype(np.int64), sources)
     counts = np.bincount(study.ravel(), minlength=len(names) + 1)
     present = {names[v]: int(counts[v]) for v in names if counts[v] > 0}
     if not present:
         log.warning("%s: no study label present (empty ground truth); case kept", files.label)
-    content = [sha256_file(p) for p in [*files.images, files.label]]
     return {
         "case_id": files.case_id,
         "images": list(files.images),
@@ -230,8 +290,6 @@ def validate_case(files: CaseFiles, info: DatasetInfo, sources: dict[int, list[i
 
 
 def _combine(hashes: list[str]) -> str:
-    import hashlib
-
     return hashlib.sha256("".join(hashes).encode()).hexdigest()
 
 
@@ -281,9 +339,17 @@ def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) ->
     write_parquet(layout.ingest_rejected(name), pd.DataFrame(rejected, columns=REJECTED_COLUMNS))
     write_json(
         layout.ingest_info(name),
-        {"dataset": name, "format": ds["format"], "path": str(root), "modality": ds["modality"],
-         "role": ds["role"], "labels": names, "label_sources": sources, "channels": info.channels},
-    )  # fmt: skip
+        {
+            "dataset": name,
+            "format": ds["format"],
+            "path": str(root),
+            "modality": ds["modality"],
+            "role": ds["role"],
+            "labels": names,
+            "label_sources": sources,
+            "channels": info.channels,
+        },
+    )
     log.info("dataset %s: %d accepted, %d rejected", name, len(rows), len(rejected))
     return manifest
 

@@ -160,7 +160,9 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu", random_init:
             raise CheckpointError(f"checkpoint not found: {path} (model type {kind})")
         digest = sha256_file(path)
         if model_cfg.get("sha256") and model_cfg["sha256"] != digest:
-            raise CheckpointError(f"checkpoint {path}: SHA-256 {digest} differs from the configured {model_cfg['sha256']}")
+            raise CheckpointError(
+                f"checkpoint {path}: SHA-256 {digest} differs from the configured {model_cfg['sha256']}"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:

@@ -104,8 +104,16 @@ def export(layout: Layout, dataset: str, dataset_id: int) -> dict:
             with atomic_path(raw / "labelsTr" / f"{case}.nii.gz") as tmp:
                 sitk.WriteImage(lab, str(tmp), useCompression=True)
     labels = {"background": 0, **{name: int(v) for v, name in info["labels"].items()}}
-    write_json(raw / "dataset.json", {"channel_names": _channel_names(info, rows["modality"].iloc[0]), "labels": labels,
-                                      "numTraining": len(train), "file_ending": ".nii.gz", "name": dataset})  # fmt: skip
+    write_json(
+        raw / "dataset.json",
+        {
+            "channel_names": _channel_names(info, rows["modality"].iloc[0]),
+            "labels": labels,
+            "numTraining": len(train),
+            "file_ending": ".nii.gz",
+            "name": dataset,
+        },
+    )
     write_json(raw / "splits_final.json", split["folds"])
     stamp = {"dataset": dataset, "dataset_id": dataset_id, "raw": str(raw), "train": train, "test": sorted(test)}
     write_json(layout.nnunet_export_done(dataset), stamp)
@@ -167,8 +175,13 @@ def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, set
     quick = settings["schedule"] == "quick"
     if quick:
         _cap_features(plans, configuration, settings["quick"]["max_features"])
-    trainer = nnUNetTrainer(plans=plans, configuration=configuration, fold=settings["fold"],
-                            dataset_json=read_json(pre / "dataset.json"), device=resolve_device(settings["device"]))  # fmt: skip
+    trainer = nnUNetTrainer(
+        plans=plans,
+        configuration=configuration,
+        fold=settings["fold"],
+        dataset_json=read_json(pre / "dataset.json"),
+        device=resolve_device(settings["device"]),
+    )
     if quick:
         trainer.num_epochs = settings["quick"]["epochs"]
         trainer.num_iterations_per_epoch = settings["quick"]["iterations_per_epoch"]
@@ -182,8 +195,15 @@ def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, set
             log.info("%s: resuming from %s", name, latest)
             trainer.load_checkpoint(str(latest))
         trainer.run_training()
-    stamp = {"dataset": dataset, "configuration": configuration, "fold": settings["fold"], "schedule": settings["schedule"],
-             "converged": not quick, "model_folder": str(out.parent), "checkpoint": str(final)}  # fmt: skip
+    stamp = {
+        "dataset": dataset,
+        "configuration": configuration,
+        "fold": settings["fold"],
+        "schedule": settings["schedule"],
+        "converged": not quick,
+        "model_folder": str(out.parent),
+        "checkpoint": str(final),
+    }
     write_json(layout.nnunet_train_done(dataset, configuration), stamp)
     return stamp
 
@@ -197,14 +217,25 @@ def predict(layout: Layout, dataset: str, dataset_id: int, configuration: str, s
     stamp = read_json(layout.nnunet_train_done(dataset, configuration))
     exported = read_json(layout.nnunet_export_done(dataset))
     device = resolve_device(settings["device"])
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=settings["schedule"] == "full",
-                                perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=True)  # fmt: skip
-    predictor.initialize_from_trained_model_folder(stamp["model_folder"], use_folds=(settings["fold"],), checkpoint_name="checkpoint_final.pth")
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=settings["schedule"] == "full",
+        perform_everything_on_device=device.type == "cuda",
+        device=device,
+        allow_tqdm=True,
+    )
+    predictor.initialize_from_trained_model_folder(
+        stamp["model_folder"], use_folds=(settings["fold"],), checkpoint_name="checkpoint_final.pth"
+    )
     raw = Path(exported["raw"])
     run = run_name(f"nnunet_{configuration}", None)
     written = []
     with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
-        inputs = [sorted(str(p) for p in (raw / "imagesTs").glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz")) for case in exported["test"]]
+        inputs = [
+            sorted(str(p) for p in (raw / "imagesTs").glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
+            for case in exported["test"]
+        ]
         outputs = [str(Path(tmp) / case) for case in exported["test"]]
         with torch.inference_mode():
             predictor.predict_from_files_sequential(inputs, outputs, save_probabilities=False, overwrite=True)

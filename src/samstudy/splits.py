@@ -48,7 +48,9 @@ def make_split(cases: pd.DataFrame, dataset: str, role: str, seed: int, settings
             train = [p for p in rest if p not in val]
             folds.append({"train": _cases(train, by_patient), "val": _cases(val, by_patient)})
         split = {"test": _cases(test, by_patient), "folds": folds}
-    split.update({"dataset": dataset, "role": role, "seed": seed, "patients": {c: p for p, cs in by_patient.items() for c in cs}})
+    split.update(
+        {"dataset": dataset, "role": role, "seed": seed, "patients": {c: p for p, cs in by_patient.items() for c in cs}}
+    )
     check_split(split)
     return split
 

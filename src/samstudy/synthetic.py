@@ -37,9 +37,7 @@ def _ellipsoid(grid: tuple[np.ndarray, ...], centre, radii) -> np.ndarray:
 def phantom(rng: np.random.Generator, shape_xyz, noise_hu: float) -> tuple[np.ndarray, np.ndarray]:
     """One phantom volume: (image HU int16, labels uint8), both as arrays in (z, y, x) order."""
     nx, ny, nz = shape_xyz
-    grid = np.meshgrid(
-        np.linspace(-1, 1, nz), np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij"
-    )
+    grid = np.meshgrid(np.linspace(-1, 1, nz), np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
     image = np.full((nz, ny, nx), HU["air"], dtype=np.float32)
     label = np.zeros((nz, ny, nx), dtype=np.uint8)
     body = _ellipsoid(grid, (0, 0, 0), (5.0, 0.75 + rng.uniform(-0.05, 0.05), 0.92))

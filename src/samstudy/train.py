@@ -83,8 +83,15 @@ def collect_samples(layout: Layout, datasets: list[str], model_name: str, part: 
                     if value == 0:
                         continue
                     mask = pre["labels"][s] == value
-                    samples.append({"id": f"{dataset}/{case}/{s}/{value}", "slice": f"{dataset}/{case}/{s}",
-                                    "embedding": emb, "mask": mask, "box": tight_box(mask)})  # fmt: skip
+                    samples.append(
+                        {
+                            "id": f"{dataset}/{case}/{s}/{value}",
+                            "slice": f"{dataset}/{case}/{s}",
+                            "embedding": emb,
+                            "mask": mask,
+                            "box": tight_box(mask),
+                        }
+                    )
     return samples
 
 
@@ -151,9 +158,18 @@ def train_method(
     if not train:
         raise ValueError(f"method {method}: no labelled training slices in datasets {datasets}")
     opt = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
-    run_id = sha256_json({"method": method_cfg, "train": settings, "seed": seed, "base": model.sha256, "datasets": datasets})
-    meta = {"method": method, "adaptation": method_cfg["adaptation"], "base_model": method_cfg["model"],
-            "base_sha256": model.sha256, "train": settings, "seed": seed, "run_id": run_id}  # fmt: skip
+    run_id = sha256_json(
+        {"method": method_cfg, "train": settings, "seed": seed, "base": model.sha256, "datasets": datasets}
+    )
+    meta = {
+        "method": method,
+        "adaptation": method_cfg["adaptation"],
+        "base_model": method_cfg["model"],
+        "base_sha256": model.sha256,
+        "train": settings,
+        "seed": seed,
+        "run_id": run_id,
+    }
     last_path = Path(layout.model_dir(method)) / "last.pt"
     start, best, curves, best_state = 0, -1.0, [], None
     if last_path.is_file():  # resume after an interruption, only if it is the same training run
@@ -198,8 +214,18 @@ def train_method(
         curves.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": score, "best_val_dice": best})
         log.info("%s epoch %d: loss %.4f val dice %.4f (best %.4f)", method, epoch, np.mean(losses), score, best)
         with atomic_path(last_path) as tmp:
-            torch.save({"meta": meta, "state": trained_state(model, method_cfg["adaptation"]), "epoch": epoch,
-                        "optimizer": opt.state_dict(), "best": best, "curves": curves, "best_state": best_state}, tmp)  # fmt: skip
+            torch.save(
+                {
+                    "meta": meta,
+                    "state": trained_state(model, method_cfg["adaptation"]),
+                    "epoch": epoch,
+                    "optimizer": opt.state_dict(),
+                    "best": best,
+                    "curves": curves,
+                    "best_state": best_state,
+                },
+                tmp,
+            )
         if stale >= patience:
             log.info("%s: early stop at epoch %d", method, epoch)
             break

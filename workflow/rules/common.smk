@@ -1,4 +1,4 @@
-# Shared by every rule file: the validated config, the one path layout, the runs of the study.
+# Shared by all stages. The validated config, the one path layout, the runs of the study.
 import shlex
 
 from samstudy import config as samstudy_config
@@ -15,7 +15,7 @@ NNUNET_CONFIGS = CFG["nnunet"]["configurations"]
 PROTOCOLS = CFG["prompts"]["protocols"]
 ADAPTED = [m for m, spec in CFG["methods"].items() if spec["adaptation"] != "none"]
 USED_MODELS = sorted({spec["model"] for spec in CFG["methods"].values()})
-# The command every rule calls (followed by its verb).
+# The command each stage calls (followed by its verb).
 SAMSTUDY = f"samstudy --results {shlex.quote(L.results_dir)} --cache {shlex.quote(L.cache_dir)}"
 ENV = "../../envs/samstudy.yaml"
 
@@ -53,10 +53,49 @@ def nnunet_dataset_id(dataset):
     return CFG["nnunet"]["dataset_id_start"] + list(DATASETS).index(dataset)
 
 
-wildcard_constraints:
-    dataset="[A-Za-z][A-Za-z0-9_]*",
-    method="[A-Za-z][A-Za-z0-9_]*",
-    model="[A-Za-z][A-Za-z0-9_]*",
-    protocol="[A-Za-z][A-Za-z0-9_]*",
-    configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
-    run="[A-Za-z][A-Za-z0-9_.]*",
+# Input and params functions.
+
+
+def ingest_params(wildcards):
+    ds = DATASETS[wildcards.dataset]
+    # Only the synthetic phantom depends on the seed (it is generated from it).
+    return P(
+        {"dataset": ds, "seed": CFG["seed"] if ds["format"] == "synthetic" else None}
+    )
+
+
+def prompt_settings(protocol):
+    # Only what the protocol uses, so changing the jitter does not redo tight boxes.
+    keys = {"box_jitter": ["jitter_px"]}.get(protocol, [])
+    return {k: CFG["prompts"][k] for k in keys}
+
+
+def train_inputs(wildcards):
+    model = CFG["methods"][wildcards.method]["model"]
+    return {
+        "embeddings": [L.embed_index(model, d) for d in TRAIN_DATASETS],
+        "preprocessed": [L.preprocessed_dir(d) for d in TRAIN_DATASETS],
+        "splits": [L.dataset_splits(d) for d in TRAIN_DATASETS],
+    }
+
+
+def infer_inputs(wildcards):
+    spec = CFG["methods"][wildcards.method]
+    inputs = {
+        "embeddings": L.embed_index(spec["model"], wildcards.dataset),
+        "prompts": L.prompts(wildcards.dataset, wildcards.protocol),
+        "preprocessed": L.preprocessed_dir(wildcards.dataset),
+        "split": L.dataset_splits(wildcards.dataset),
+    }
+    if spec["adaptation"] != "none":
+        inputs["checkpoint"] = L.checkpoint(wildcards.method)
+    return inputs
+
+
+def nnunet_params(wildcards, *keys):
+    return P(
+        {
+            "dataset_id": nnunet_dataset_id(wildcards.dataset),
+            **{k: CFG["nnunet"][k] for k in keys},
+        }
+    )

@@ -10,14 +10,15 @@ rule embed:
         L.log("embed/{model}.{dataset}"),
     benchmark:
         L.benchmark("embed.{model}.{dataset}")
-    params:
-        p=lambda w: P({"model": CFG["models"][w.model], "embed": CFG["embed"]}),
+    conda:
+        ENV
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=240,
-    conda:
-        ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: P({"model": CFG["models"][w.model], "embed": CFG["embed"]}),
     shell:
-        "{SAMSTUDY} embed --dataset {wildcards.dataset} --model {wildcards.model}"
+        "{params.cli} embed --dataset {wildcards.dataset} --model {wildcards.model}"
         " --params {params.p:q} > {log} 2>&1"

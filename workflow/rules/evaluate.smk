@@ -12,12 +12,13 @@ rule evaluate:
         L.log("evaluate/{run}.{dataset}"),
     benchmark:
         L.benchmark("evaluate.{run}.{dataset}")
-    params:
-        p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
     conda:
         ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
     shell:
-        "{SAMSTUDY} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --params {params.p:q} > {log} 2>&1"
 
 
 rule summarize:
@@ -28,9 +29,10 @@ rule summarize:
         summary=L.summary(),
     log:
         L.log("summarize"),
-    params:
-        p=P({"parts": EVAL_PARTS, "seed": CFG["seed"]}),
     conda:
         ENV
+    params:
+        cli=SAMSTUDY,
+        p=P({"parts": EVAL_PARTS, "seed": CFG["seed"]}),
     shell:
-        "{SAMSTUDY} summarize --params {params.p:q} > {log} 2>&1"
+        "{params.cli} summarize --params {params.p:q} > {log} 2>&1"

@@ -1,19 +1,6 @@
 # Zero-shot and adapted inference: one job per method, protocol and dataset.
 
 
-def infer_inputs(wildcards):
-    spec = CFG["methods"][wildcards.method]
-    inputs = {
-        "embeddings": L.embed_index(spec["model"], wildcards.dataset),
-        "prompts": L.prompts(wildcards.dataset, wildcards.protocol),
-        "preprocessed": L.preprocessed_dir(wildcards.dataset),
-        "split": L.dataset_splits(wildcards.dataset),
-    }
-    if spec["adaptation"] != "none":
-        inputs["checkpoint"] = L.checkpoint(wildcards.method)
-    return inputs
-
-
 rule infer:
     input:
         unpack(infer_inputs),
@@ -23,7 +10,14 @@ rule infer:
         L.log("infer/{method}.{protocol}.{dataset}"),
     benchmark:
         L.benchmark("infer.{method}.{protocol}.{dataset}")
+    conda:
+        ENV
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
     params:
+        cli=SAMSTUDY,
         p=lambda w: P(
             {
                 "method": CFG["methods"][w.method],
@@ -31,12 +25,6 @@ rule infer:
                 "device": CFG["embed"]["device"],
             }
         ),
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        ENV
     shell:
-        "{SAMSTUDY} infer --dataset {wildcards.dataset} --method {wildcards.method}"
+        "{params.cli} infer --dataset {wildcards.dataset} --method {wildcards.method}"
         " --protocol {wildcards.protocol} --params {params.p:q} > {log} 2>&1"

@@ -1,12 +1,6 @@
 # Ingest: read + validate each dataset; manifest; patient-level splits.
 
 
-def ingest_params(wildcards):
-    ds = DATASETS[wildcards.dataset]
-    # Only the synthetic phantom depends on the seed (it is generated from it).
-    return P({"dataset": ds, "seed": CFG["seed"] if ds["format"] == "synthetic" else None})
-
-
 rule ingest:
     output:
         table=L.ingest_table("{dataset}"),
@@ -16,12 +10,13 @@ rule ingest:
         L.log("ingest/{dataset}"),
     benchmark:
         L.benchmark("ingest.{dataset}")
-    params:
-        p=ingest_params,
     conda:
         ENV
+    params:
+        cli=SAMSTUDY,
+        p=ingest_params,
     shell:
-        "{SAMSTUDY} ingest --params {params.p:q} > {log} 2>&1"
+        "{params.cli} ingest --params {params.p:q} > {log} 2>&1"
 
 
 rule manifest:
@@ -32,12 +27,13 @@ rule manifest:
         rejected=L.rejected(),
     log:
         L.log("manifest"),
-    params:
-        p=P({"datasets": list(DATASETS)}),
     conda:
         ENV
+    params:
+        cli=SAMSTUDY,
+        p=P({"datasets": list(DATASETS)}),
     shell:
-        "{SAMSTUDY} manifest --params {params.p:q} > {log} 2>&1"
+        "{params.cli} manifest --params {params.p:q} > {log} 2>&1"
 
 
 rule split:
@@ -48,7 +44,10 @@ rule split:
         nnunet=L.nnunet_splits("{dataset}"),
     log:
         L.log("split/{dataset}"),
+    conda:
+        ENV
     params:
+        cli=SAMSTUDY,
         p=lambda w: P(
             {
                 "role": DATASETS[w.dataset]["role"],
@@ -56,10 +55,8 @@ rule split:
                 "splits": CFG["splits"],
             }
         ),
-    conda:
-        ENV
     shell:
-        "{SAMSTUDY} split --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} split --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
 
 
 rule splits:
@@ -69,9 +66,10 @@ rule splits:
         L.splits(),
     log:
         L.log("splits"),
-    params:
-        p=P({"datasets": list(DATASETS)}),
     conda:
         ENV
+    params:
+        cli=SAMSTUDY,
+        p=P({"datasets": list(DATASETS)}),
     shell:
-        "{SAMSTUDY} splits --params {params.p:q} > {log} 2>&1"
+        "{params.cli} splits --params {params.p:q} > {log} 2>&1"

@@ -1,10 +1,6 @@
 # nnU-Net v2 baseline through nnunetv2 itself: export -> plan/preprocess -> train -> predict.
 
 
-def nnunet_params(wildcards, *keys):
-    return P({"dataset_id": nnunet_dataset_id(wildcards.dataset), **{k: CFG["nnunet"][k] for k in keys}})
-
-
 rule nnunet_export:
     input:
         table=L.ingest_table("{dataset}"),
@@ -13,12 +9,13 @@ rule nnunet_export:
         L.nnunet_export_done("{dataset}"),
     log:
         L.log("nnunet/export.{dataset}"),
-    params:
-        p=lambda w: nnunet_params(w),
     conda:
         ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: nnunet_params(w),
     shell:
-        "{SAMSTUDY} nnunet export --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} nnunet export --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
 
 
 rule nnunet_plan:
@@ -30,15 +27,16 @@ rule nnunet_plan:
         L.log("nnunet/plan.{dataset}"),
     benchmark:
         L.benchmark("nnunet_plan.{dataset}")
-    params:
-        p=lambda w: nnunet_params(w, "configurations", "schedule"),
+    conda:
+        ENV
     resources:
         mem_mb=16000,
         runtime=240,
-    conda:
-        ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: nnunet_params(w, "configurations", "schedule"),
     shell:
-        "{SAMSTUDY} nnunet plan --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} nnunet plan --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
 
 
 rule nnunet_train:
@@ -50,7 +48,14 @@ rule nnunet_train:
         L.log("nnunet/train.{dataset}.{configuration}"),
     benchmark:
         L.benchmark("nnunet_train.{dataset}.{configuration}")
+    conda:
+        ENV
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=2880,
     params:
+        cli=SAMSTUDY,
         p=lambda w: P(
             {
                 "dataset_id": nnunet_dataset_id(w.dataset),
@@ -58,14 +63,8 @@ rule nnunet_train:
                 "seed": CFG["seed"],
             }
         ),
-    resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=2880,
-    conda:
-        ENV
     shell:
-        "{SAMSTUDY} nnunet train --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
+        "{params.cli} nnunet train --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
         " --params {params.p:q} > {log} 2>&1"
 
 
@@ -78,14 +77,17 @@ rule nnunet_predict:
         L.log("nnunet/predict.{dataset}.{configuration}"),
     benchmark:
         L.benchmark("nnunet_predict.{dataset}.{configuration}")
-    params:
-        p=lambda w: P({"dataset_id": nnunet_dataset_id(w.dataset), "nnunet": CFG["nnunet"]}),
+    conda:
+        ENV
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=120,
-    conda:
-        ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: P(
+            {"dataset_id": nnunet_dataset_id(w.dataset), "nnunet": CFG["nnunet"]}
+        ),
     shell:
-        "{SAMSTUDY} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
+        "{params.cli} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
         " --params {params.p:q} > {log} 2>&1"

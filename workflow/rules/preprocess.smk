@@ -11,7 +11,10 @@ rule preprocess:
         L.log("preprocess/{dataset}"),
     benchmark:
         L.benchmark("preprocess.{dataset}")
+    conda:
+        ENV
     params:
+        cli=SAMSTUDY,
         p=lambda w: P(
             {
                 "dataset": {
@@ -21,7 +24,5 @@ rule preprocess:
                 "preprocess": CFG["preprocess"],
             }
         ),
-    conda:
-        ENV
     shell:
-        "{SAMSTUDY} preprocess --params {params.p:q} > {log} 2>&1"
+        "{params.cli} preprocess --params {params.p:q} > {log} 2>&1"

@@ -8,14 +8,17 @@ rule report:
         manifest=L.manifest(),
         splits=L.splits(),
         rejected=L.rejected(),
-        nnunet=[L.nnunet_train_done(d, c) for d in NNUNET_DATASETS for c in NNUNET_CONFIGS],
+        nnunet=[
+            L.nnunet_train_done(d, c) for d in NNUNET_DATASETS for c in NNUNET_CONFIGS
+        ],
     output:
         L.report(),
     log:
         L.log("report"),
-    params:
-        p=lambda w, input: P({"config": CFG, "nnunet_stamps": list(input.nnunet)}),
     conda:
         ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w, input: P({"config": CFG, "nnunet_stamps": list(input.nnunet)}),
     shell:
-        "{SAMSTUDY} report --params {params.p:q} > {log} 2>&1"
+        "{params.cli} report --params {params.p:q} > {log} 2>&1"

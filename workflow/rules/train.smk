@@ -1,15 +1,6 @@
 # Adaptation training from cached embeddings, on the training datasets' training split.
 
 
-def train_inputs(wildcards):
-    model = CFG["methods"][wildcards.method]["model"]
-    return {
-        "embeddings": [L.embed_index(model, d) for d in TRAIN_DATASETS],
-        "preprocessed": [L.preprocessed_dir(d) for d in TRAIN_DATASETS],
-        "splits": [L.dataset_splits(d) for d in TRAIN_DATASETS],
-    }
-
-
 rule train:
     input:
         unpack(train_inputs),
@@ -20,7 +11,14 @@ rule train:
         L.log("train/{method}"),
     benchmark:
         L.benchmark("train.{method}")
+    conda:
+        ENV
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=480,
     params:
+        cli=SAMSTUDY,
         p=lambda w: P(
             {
                 "method": CFG["methods"][w.method],
@@ -30,11 +28,5 @@ rule train:
                 "seed": CFG["seed"],
             }
         ),
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=480,
-    conda:
-        ENV
     shell:
-        "{SAMSTUDY} train --method {wildcards.method} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} train --method {wildcards.method} --params {params.p:q} > {log} 2>&1"

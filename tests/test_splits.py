@@ -1,0 +1,56 @@
+import pandas as pd
+import pytest
+
+from samstudy.splits import SplitError, check_split, make_split
+
+SETTINGS = {"test_fraction": 0.25, "n_folds": 1, "val_fraction": 0.25}
+
+
+def _cases(n_patients, scans=2):
+    rows = [{"case_id": f"p{p:02d}_s{s}", "patient_id": f"p{p:02d}"} for p in range(n_patients) for s in range(scans)]
+    return pd.DataFrame(rows)
+
+
+def _patients(split, cases):
+    return {split["patients"][c] for c in cases}
+
+
+def test_patient_level_and_complete():
+    cases = _cases(10)
+    split = make_split(cases, "a", "train_test", 1, SETTINGS)
+    fold = split["folds"][0]
+    assert sorted(split["test"] + fold["train"] + fold["val"]) == sorted(cases["case_id"])
+    assert not _patients(split, split["test"]) & _patients(split, fold["train"])
+    assert not _patients(split, fold["val"]) & _patients(split, fold["train"])
+    assert len(split["test"]) == 6  # ceil(0.25 * 10) = 3 patients, 2 scans each
+
+
+def test_deterministic_and_seed_dependent():
+    cases = _cases(12)
+    assert make_split(cases, "a", "train_test", 1, SETTINGS) == make_split(cases, "a", "train_test", 1, SETTINGS)
+    assert (
+        make_split(cases, "a", "train_test", 1, SETTINGS)["test"]
+        != make_split(cases, "a", "train_test", 2, SETTINGS)["test"]
+    )
+
+
+def test_a_dataset_split_does_not_depend_on_other_datasets():
+    # each dataset is seeded by (seed, its name): splitting another one first changes nothing
+    a1 = make_split(_cases(8), "a", "train_test", 5, SETTINGS)
+    make_split(_cases(20), "b", "train_test", 5, SETTINGS)
+    assert make_split(_cases(8), "a", "train_test", 5, SETTINGS) == a1
+
+
+def test_k_folds_partition_the_non_test_patients():
+    split = make_split(_cases(11, scans=1), "a", "train_test", 3, {**SETTINGS, "n_folds": 4})
+    vals = [c for f in split["folds"] for c in f["val"]]
+    assert len(vals) == len(set(vals)) == 11 - len(split["test"])
+
+
+def test_test_only_is_never_trained_and_leaks_are_caught():
+    split = make_split(_cases(3), "t", "test_only", 1, SETTINGS)
+    assert split["folds"] == [] and len(split["test"]) == 6
+    bad = make_split(_cases(8), "a", "train_test", 1, SETTINGS)
+    bad["folds"][0]["train"].append(bad["test"][0])
+    with pytest.raises(SplitError, match="both train and test"):
+        check_split(bad)
