@@ -2,13 +2,16 @@
 # This file only loads and validates the config, includes one rule file per stage and names the targets.
 from snakemake.utils import min_version, validate
 
+from samstudy.config import schema_path
+
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# The schema ships inside the samstudy package (workflow/schemas/config.schema.yaml links to it).
+validate(config, schema_path())
 
 
 include: "workflow/rules/common.smk"

@@ -86,8 +86,10 @@ def build_litemedsam():
 
 
 def _build_sam(kind: str):
-    from segment_anything import build_sam
+    import importlib
 
+    # the package re-exports a function named build_sam over its submodule of that name
+    build_sam = importlib.import_module("segment_anything.build_sam")
     builder = {
         "sam_vit_b": build_sam.build_sam_vit_b,
         "sam_vit_l": build_sam.build_sam_vit_l,

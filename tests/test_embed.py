@@ -1,0 +1,80 @@
+import os
+import json
+
+import numpy as np
+
+from samstudy.embed import CacheMiss, embed_dataset, load_case_embeddings, read_entry, select_slices
+
+
+def _settings(**kw):
+    return {"slices": "needed", "slice_margin": 0, "batch_size": 2, "device": "cpu", "precision": "fp32", **kw}
+
+
+def test_select_slices():
+    labels = np.zeros((6, 4, 4), dtype=np.uint8)
+    labels[2, 1, 1] = 1
+    assert select_slices(labels, "needed", 0).tolist() == [2]
+    assert select_slices(labels, "needed", 1).tolist() == [1, 2, 3]
+    assert select_slices(labels, "all", 0).tolist() == list(range(6))
+
+
+def test_cache_hit_miss_corrupt_and_resume(study, tiny_model, caplog):
+    cfg, layout = study
+    model_cfg = {"type": "litemedsam"}
+    first = embed_dataset(layout, "phantom", "m", model_cfg, _settings())
+    cases = first["cases"]
+    files = {c: e["file"] for c, e in cases.items()}
+    mtimes = {c: os.path.getmtime(f) for c, f in files.items()}
+    # same inputs: every case is a hit, nothing rewritten
+    second = embed_dataset(layout, "phantom", "m", model_cfg, _settings())
+    assert second["cases"] == cases
+    assert all(os.path.getmtime(f) == mtimes[c] for c, f in files.items())
+    # another model (weights hash) -> other keys
+    other = embed_dataset(layout, "phantom", "m", {"type": "litemedsam", "tiny_seed": 1}, _settings())
+    assert all(other["cases"][c]["key"] != cases[c]["key"] for c in cases)
+    # a corrupted entry is detected and recomputed (not silently reused)
+    victim = sorted(files)[0]
+    with open(files[victim], "r+b") as fh:
+        fh.truncate(100)
+    try:
+        read_entry(files[victim], cases[victim]["key"])
+        raise AssertionError("corrupt entry was accepted")
+    except CacheMiss:
+        pass
+    again = embed_dataset(layout, "phantom", "m", model_cfg, _settings())
+    assert again["cases"][victim]["key"] == cases[victim]["key"]
+    emb = load_case_embeddings(again["cases"][victim])
+    assert len(emb) == len(cases[victim]["slices"]) and next(iter(emb.values())).shape == (256, 64, 64)
+    # resume: a deleted entry (job killed before writing it) is the only one recomputed
+    os.remove(files[victim])
+    embed_dataset(layout, "phantom", "m", model_cfg, _settings())
+    untouched = [c for c in files if c != victim]
+    assert all(os.path.getmtime(files[c]) == mtimes[c] for c in untouched)
+
+
+def test_content_and_window_change_are_misses(study, tiny_model):
+    from samstudy.preprocess import preprocess_dataset
+
+    cfg, layout = study
+    before = embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, _settings())["cases"]
+    ds = {**cfg["datasets"][0], "window": {"level": 100, "width": 800}}
+    preprocess_dataset(layout, ds, cfg["preprocess"])
+    after = embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, _settings())["cases"]
+    assert all(after[c]["key"] != before[c]["key"] for c in before)
+
+
+def test_signature_mismatch_is_a_miss(study, tiny_model, tmp_path):
+    cfg, layout = study
+    cases = embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, _settings())["cases"]
+    entry = next(iter(cases.values()))
+    with np.load(entry["file"]) as z:
+        data = {k: z[k] for k in z.files}
+    sig = json.loads(str(data["signature"]))
+    sig["key"] = "0" * 64
+    data["signature"] = json.dumps(sig)
+    np.savez(open(entry["file"], "wb"), **data)
+    try:
+        read_entry(entry["file"], entry["key"])
+        raise AssertionError("foreign entry was accepted")
+    except CacheMiss as miss:
+        assert "differs" in str(miss)

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from medpy.metric import binary as medpy
+from scipy import ndimage
+
+from samstudy.evaluate import binary_metrics, bootstrap_ci
+
+
+def _cube(shape, start, size):
+    m = np.zeros(shape, dtype=bool)
+    m[tuple(slice(s, s + size) for s in start)] = True
+    return m
+
+
+def test_offset_cubes_hand_computed():
+    gt = _cube((20, 20, 20), (5, 5, 5), 6)
+    pred = _cube((20, 20, 20), (5, 5, 7), 6)  # shifted 2 voxels along x
+    m = binary_metrics(pred, gt, (1.0, 1.0, 1.0), tolerance_mm=1.0)
+    assert m["dice"] == pytest.approx(2 * 6 * 6 * 4 / (2 * 216))
+    assert m["hd95"] == pytest.approx(2.0)
+    # with 2 mm spacing along x the same shift is 4 mm
+    m2 = binary_metrics(pred, gt, (1.0, 1.0, 2.0), tolerance_mm=1.0)
+    assert m2["hd95"] == pytest.approx(4.0)
+    assert m2["dice"] == pytest.approx(m["dice"])
+    assert 0 < m2["nsd"] < m["nsd"] < 1
+
+
+def test_empty_rules():
+    empty = np.zeros((4, 5, 6), dtype=bool)
+    some = _cube((4, 5, 6), (1, 1, 1), 2)
+    assert binary_metrics(empty, empty, (1, 1, 1), 1.0) == {"dice": 1.0, "nsd": 1.0, "hd95": 0.0}
+    miss = binary_metrics(empty, some, (2.0, 1.0, 1.0), 1.0)
+    extra = binary_metrics(some, empty, (2.0, 1.0, 1.0), 1.0)
+    diagonal = float(np.sqrt(8**2 + 5**2 + 6**2))
+    assert miss == extra == {"dice": 0.0, "nsd": 0.0, "hd95": pytest.approx(diagonal)}
+
+
+def _surface(mask):
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def _reference_distances(pred, gt, spacing):
+    """An independent implementation: Euclidean distance transforms of the surfaces (SciPy)."""
+    sp, sg = _surface(pred), _surface(gt)
+    to_gt = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
+    to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
+    return to_gt, to_pred
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cross_check_against_medpy_and_scipy_on_random_anisotropic_masks(seed):
+    rng = np.random.default_rng(seed)
+    spacing = tuple(rng.uniform(0.5, 3.0, size=3))
+    base = ndimage.gaussian_filter(rng.normal(size=(24, 28, 20)), 2.5)
+    gt = base > 0.05
+    pred = ndimage.binary_dilation(gt, iterations=1) ^ (rng.random(gt.shape) < 0.02)
+    tol = 1.5
+    m = binary_metrics(pred, gt, spacing, tol)
+    assert m["dice"] == pytest.approx(medpy.dc(pred, gt), abs=1e-9)
+    to_gt, to_pred = _reference_distances(pred, gt, spacing)
+    # HD95: the larger of the two directed 95th percentiles (MONAI's definition)
+    ref_hd95 = max(np.percentile(to_gt, 95), np.percentile(to_pred, 95))
+    assert m["hd95"] == pytest.approx(ref_hd95, rel=0.05, abs=0.2)
+    assert max(to_gt.max(), to_pred.max()) == pytest.approx(medpy.hd(pred, gt, voxelspacing=spacing), rel=1e-6)
+    ref_nsd = ((to_gt <= tol).sum() + (to_pred <= tol).sum()) / (to_gt.size + to_pred.size)
+    assert m["nsd"] == pytest.approx(ref_nsd, abs=0.03)
+
+
+def test_bootstrap_ci_brackets_the_mean():
+    values = np.random.default_rng(0).uniform(0.6, 0.9, size=30)
+    lo, hi = bootstrap_ci(values, seed=1)
+    assert lo < values.mean() < hi
+    assert (lo, hi) == bootstrap_ci(values, seed=1)

@@ -1,0 +1,50 @@
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from samstudy.embed import encode
+from samstudy.infer import assemble, decode_boxes, write_prediction
+from samstudy.models import load_model
+from samstudy.prompts import tight_box
+from samstudy.synthetic import direction_matrix
+
+
+def _ellipse(h=96, w=120):
+    yy, xx = np.mgrid[:h, :w]
+    mask = ((yy - 50) / 22.0) ** 2 + ((xx - 64) / 34.0) ** 2 <= 1
+    rng = np.random.default_rng(0)
+    image = np.clip(60 + 120 * mask + rng.normal(0, 12, (h, w)), 0, 255).astype(np.uint8)
+    return image, mask
+
+
+def test_real_litemedsam_weights_segment_an_ellipse_from_its_box():
+    model = load_model({"type": "litemedsam"})
+    image, mask = _ellipse()
+    emb = encode(model, image[None], batch_size=1, precision="fp32")[0]
+    logits = decode_boxes(model, emb, np.array([tight_box(mask)]), mask.shape)
+    pred = logits[0].numpy() > 0
+    dice = 2 * (pred & mask).sum() / (pred.sum() + mask.sum())
+    assert dice > 0.9
+
+
+def test_overlaps_go_to_the_larger_logit():
+    a = torch.tensor([[2.0, 0.5], [-1.0, -1.0]])
+    b = torch.tensor([[1.0, 3.0], [-1.0, 0.2]])
+    out = assemble((1, 2, 2), {0: [(1, a), (2, b)]})
+    assert out[0].tolist() == [[1, 2], [0, 2]]
+
+
+def test_prediction_keeps_the_original_geometry(tmp_path):
+    ref = sitk.GetImageFromArray(np.zeros((7, 9, 11), dtype=np.int16))  # odd sizes, (z, y, x)
+    ref.SetSpacing((0.7, 1.3, 4.5))
+    ref.SetOrigin((-10.0, 20.0, 3.0))
+    ref.SetDirection(direction_matrix(25.0))
+    sitk.WriteImage(ref, str(tmp_path / "ref.nii.gz"))
+    labels = np.random.default_rng(0).integers(0, 3, size=(9, 7, 11)).astype(np.uint8)  # slices along y (axis 1)
+    write_prediction(str(tmp_path / "p.nii.gz"), labels, 1, str(tmp_path / "ref.nii.gz"))
+    out = sitk.ReadImage(str(tmp_path / "p.nii.gz"))
+    assert out.GetSize() == ref.GetSize()
+    assert np.allclose(out.GetSpacing(), ref.GetSpacing())
+    assert np.allclose(out.GetOrigin(), ref.GetOrigin())
+    assert np.allclose(out.GetDirection(), ref.GetDirection())
+    assert np.array_equal(sitk.GetArrayFromImage(out), np.moveaxis(labels, 0, 1))
