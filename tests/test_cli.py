@@ -5,7 +5,9 @@ from samstudy.cli import VERBS
 
 
 def test_help_lists_one_verb_per_stage():
-    out = subprocess.run([sys.executable, "-m", "samstudy", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "samstudy", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for verb in ("ingest", "preprocess", "embed", "prompts", "train", "infer", "nnunet", "evaluate", "report"):
         assert verb in out and verb in VERBS
 

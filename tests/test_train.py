@@ -46,7 +46,9 @@ def test_decoder_training_lowers_the_loss(study, tiny_model):
 def test_checkpoint_round_trip_and_base_hash_check(study, tiny_model):
     cfg, layout = study
     embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
-    meta = train_method(layout, "dec", METHOD, {"type": "litemedsam"}, ["phantom"], _settings(cfg, epochs=1), cfg["seed"])
+    meta = train_method(
+        layout, "dec", METHOD, {"type": "litemedsam"}, ["phantom"], _settings(cfg, epochs=1), cfg["seed"]
+    )
     ckpt = torch.load(layout.checkpoint("dec"), weights_only=True)
     assert set(ckpt["meta"]) >= {"base_sha256", "method", "adaptation", "epoch", "val_dice", "train"}
     assert all(k.startswith("mask_decoder.") for k in ckpt["state"])  # only trained parameters
