@@ -309,7 +309,7 @@ def patient_of(case_id: str, pattern: str | None) -> str:
 def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) -> pd.DataFrame:
     """Read, validate and record one dataset; writes the dataset's manifest rows, rejections and info."""
     name = ds["name"]
-    root = dataset_path(layout, ds)
+    root = dataset_path(layout, ds).resolve()  # the manifest holds absolute paths: jobs run from anywhere
     if ds["format"] == "synthetic":
         synthetic.write_dataset(root, seed, ds.get("synthetic"))
     if ds["format"] not in READERS:

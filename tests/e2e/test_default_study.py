@@ -78,14 +78,74 @@ def test_rerun_has_nothing_to_do(finished_study):
     assert job_counts(snakemake(finished_study, "-n")) == {}
 
 
-def test_changing_the_learning_rate_reruns_training_and_what_follows_only(finished_study):
-    config_path = finished_study / "config" / "config.yaml"
+def _dry_run_with(work: Path, change) -> dict[str, int]:
+    """Job counts of a dry run after `change(config_dict)`; the config file is restored afterwards."""
+    config_path = work / "config" / "config.yaml"
     original = config_path.read_text()
     cfg = yaml.safe_load(original)
-    cfg["train"]["lr"] = cfg["train"]["lr"] * 2
+    change(cfg)
     config_path.write_text(yaml.safe_dump(cfg))
     try:
-        counts = job_counts(snakemake(finished_study, "-n"))
+        return job_counts(snakemake(work, "-n"))
     finally:
         config_path.write_text(original)
+
+
+def test_changing_the_learning_rate_reruns_training_and_what_follows_only(finished_study):
+    counts = _dry_run_with(finished_study, lambda cfg: cfg["train"].update(lr=cfg["train"]["lr"] * 2))
     assert counts == {"train": 1, "infer": 1, "evaluate": 1, "summarize": 1, "report": 1, "all": 1}
+
+
+def test_changing_the_ct_window_reruns_preprocessing_and_embedding_but_not_nnunet(finished_study):
+    counts = _dry_run_with(finished_study, lambda cfg: cfg["preprocess"].update(ct_window={"level": 50, "width": 350}))
+    assert counts == {"preprocess": 1, "embed": 1, "prompts": 1, "train": 1, "infer": 2, "evaluate": 2,
+                      "summarize": 1, "report": 1, "all": 1}  # fmt: skip
+    assert not any(rule.startswith("nnunet") for rule in counts)
+
+
+def test_adding_a_prompt_protocol_runs_only_its_prompts_inference_and_evaluation(finished_study):
+    counts = _dry_run_with(finished_study, lambda cfg: cfg["prompts"].update(protocols=["box", "box_jitter"]))
+    assert counts == {"prompts": 1, "infer": 2, "evaluate": 2, "summarize": 1, "report": 1, "all": 1}
+
+
+def _dvc(work: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def _git(work: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=work, check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def test_dvc_repro_metrics_plots_push_pull_and_checkout(finished_study, tmp_path):
+    work = finished_study
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", work / ".gitignore")
+    _git(work, "init", "-q")
+    _dvc(work, "init", "-q")
+    _git(work, "add", "-A")
+    _git(work, "commit", "-qm", "study")
+    first = _dvc(work, "repro")  # Snakemake inside finds nothing to do; DVC records the outputs
+    assert "Nothing to be done" in first or "up to date" in first
+    assert "didn't change" in _dvc(work, "repro") or "up to date" in _dvc(work, "repro")
+    assert "mean_dice" in _dvc(work, "metrics", "show")
+    _dvc(work, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert (tmp_path / "plots" / "index.html").is_file()
+    # push the artifacts to a local remote, lose them, pull them back
+    checkpoint = work / "results" / "models" / "decoder" / "checkpoint.pt"
+    original = checkpoint.read_bytes()
+    _dvc(work, "remote", "add", "-d", "store", str(tmp_path / "remote"))
+    _dvc(work, "push")
+    shutil.rmtree(work / ".dvc" / "cache")
+    shutil.rmtree(work / "results" / "models")
+    _dvc(work, "pull")
+    assert checkpoint.read_bytes() == original
+    # a checkout that rewrites files (new mtimes) does not make Snakemake rerun anything
+    checkpoint.unlink()
+    _dvc(work, "checkout")
+    assert checkpoint.read_bytes() == original
+    assert job_counts(snakemake(work, "-n")) == {}
