@@ -28,15 +28,20 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CHEAP_TARGETS = ["results/manifest.parquet", "results/splits.json", "results/prompts/many/box.json",
-                 "results/nnunet/stamps/many.exported.json"]  # fmt: skip
+CHEAP_TARGETS = [
+    "results/manifest.parquet",
+    "results/splits.json",
+    "results/prompts/many/box.json",
+    "results/nnunet/stamps/many.exported.json",
+]
 
 
 def snakemake(work: Path, *args: str) -> tuple[float, str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=work, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=work, env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
@@ -55,9 +60,15 @@ def main() -> None:
             (shutil.copytree(src, work / name) if src.is_dir() else shutil.copy(src, work / name))
         os.symlink("workflow/profiles", work / "profiles")
         study = {
-            "datasets": [{"name": "many", "format": "synthetic", "modality": "CT",
-                          "synthetic": {"n_patients": args.cases, "shape": [16, 16, 8], "noise_hu": 5.0}}],
-        }  # fmt: skip
+            "datasets": [
+                {
+                    "name": "many",
+                    "format": "synthetic",
+                    "modality": "CT",
+                    "synthetic": {"n_patients": args.cases, "shape": [16, 16, 8], "noise_hu": 5.0},
+                }
+            ],
+        }
         (work / "config" / "config.yaml").write_text(
             yaml.safe_dump({**yaml.safe_load((REPO / "config/config.yaml").read_text()), **study})
         )
@@ -66,8 +77,14 @@ def main() -> None:
         assert "Nothing to be done" in noop_out, noop_out[-2000:]
         dag_s, dag_out = snakemake(work, "-n")
         jobs = int(re.search(r"^total\s+(\d+)$", dag_out, re.M).group(1))
-    result = {"cases": args.cases, "noop_dry_run_s": noop_s, "dag_build_s": dag_s, "jobs_in_full_dag": jobs,
-              "cheap_part_run_s": build_s, "target_s": 10.0}  # fmt: skip
+    result = {
+        "cases": args.cases,
+        "noop_dry_run_s": noop_s,
+        "dag_build_s": dag_s,
+        "jobs_in_full_dag": jobs,
+        "cheap_part_run_s": build_s,
+        "target_s": 10.0,
+    }
     print(f"{'measure':<34}{'value':>10}")
     for key in ("cases", "cheap_part_run_s", "noop_dry_run_s", "dag_build_s", "jobs_in_full_dag"):
         print(f"{key:<34}{result[key]:>10.2f}" if isinstance(result[key], float) else f"{key:<34}{result[key]:>10}")

@@ -33,6 +33,7 @@ from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed, preprocess_dataset
 
 SLICES_PER_CASE = 8
+TARGETS = {"ratio_stage_over_bare": ">= 0.9", "ratio_stage_over_naive": ">= 1.0", "memory_ratio_4n_over_n": "<= 1.2"}
 
 
 def make_study(root: Path, n_slices: int, model: str, device: str, batch_size: int) -> tuple[dict, Layout]:
@@ -42,12 +43,18 @@ def make_study(root: Path, n_slices: int, model: str, device: str, batch_size: i
         {
             "results_dir": str(root / "results"),
             "cache_dir": str(root / "cache"),
-            "datasets": [{"name": "bench", "format": "synthetic", "modality": "CT",
-                          "synthetic": {"n_patients": max(2, cases), "shape": [128, 128, SLICES_PER_CASE]}}],
+            "datasets": [
+                {
+                    "name": "bench",
+                    "format": "synthetic",
+                    "modality": "CT",
+                    "synthetic": {"n_patients": max(2, cases), "shape": [128, 128, SLICES_PER_CASE]},
+                }
+            ],
             "embed": {"slices": "all", "batch_size": batch_size, "device": device},
             "models": {"m": {"type": model}} if model == "litemedsam" else {"m": {"type": model, "checkpoint": "none"}},
         }
-    )  # fmt: skip
+    )
     layout = Layout(cfg["results_dir"], cfg["cache_dir"])
     ingest_dataset(cfg["datasets"][0], layout, cfg["seed"])
     preprocess_dataset(layout, cfg["datasets"][0], cfg["preprocess"])
@@ -101,8 +108,10 @@ def bare_and_naive(n: int, model_type: str, device: str, batch_size: int) -> dic
         # (a) bare: ready tensors, only the forward is timed
         from samstudy.preprocess import to_model_input
 
-        ready = [to_model_input(slices[i : i + batch_size], model.spec).to(dev).contiguous(memory_format=torch.channels_last)
-                 for i in range(0, len(slices), batch_size)]  # fmt: skip
+        ready = [
+            to_model_input(slices[i : i + batch_size], model.spec).to(dev).contiguous(memory_format=torch.channels_last)
+            for i in range(0, len(slices), batch_size)
+        ]
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         sync(device)
         start = time.perf_counter()
@@ -141,8 +150,19 @@ def main() -> None:
         return
 
     def child(n: int) -> dict:
-        cmd = [sys.executable, __file__, "--stage-only", "--model", args.model, "--n", str(n), "--device", args.device,
-               "--batch-size", str(batch)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--stage-only",
+            "--model",
+            args.model,
+            "--n",
+            str(n),
+            "--device",
+            args.device,
+            "--batch-size",
+            str(batch),
+        ]
         return json.loads(
             subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         )
@@ -158,7 +178,9 @@ def main() -> None:
     result = {
         "model": args.model,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(0)
+        if dev.type == "cuda"
+        else platform.processor() or platform.machine(),
         "batch_size": batch,
         "n": args.n,
         "slices_per_s": rate,
@@ -167,9 +189,13 @@ def main() -> None:
         "peak_rss_mb": {"n": s1["peak_rss_mb"], "4n": s4["peak_rss_mb"]},
         "peak_gpu_mb": {"n": s1["peak_gpu_mb"], "4n": s4["peak_gpu_mb"]},
         "memory_ratio_4n_over_n": s4["peak_rss_mb"] / s1["peak_rss_mb"],
-        "targets": {"ratio_stage_over_bare": ">= 0.9", "ratio_stage_over_naive": ">= 1.0", "memory_ratio_4n_over_n": "<= 1.2"},
+        "targets": {
+            "ratio_stage_over_bare": ">= 0.9",
+            "ratio_stage_over_naive": ">= 1.0",
+            "memory_ratio_4n_over_n": "<= 1.2",
+        },
         "torch": torch.__version__,
-    }  # fmt: skip
+    }
     print(f"{'measure':<28}{'value':>12}")
     for name, value in rate.items():
         print(f"{'slices/s ' + name:<28}{value:>12.3f}")

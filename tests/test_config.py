@@ -8,8 +8,20 @@ def test_defaults_filled_and_default_study_valid():
     cfg = samstudy_config.load("config/config.yaml")
     assert cfg["datasets"][0]["role"] == "train_test"
     assert cfg["models"]["litemedsam"]["checkpoint"] is None
-    assert set(cfg) >= {"results_dir", "cache_dir", "seed", "splits", "preprocess", "models", "prompts",
-                        "methods", "train", "nnunet", "evaluate", "report"}  # fmt: skip
+    assert set(cfg) >= {
+        "results_dir",
+        "cache_dir",
+        "seed",
+        "splits",
+        "preprocess",
+        "models",
+        "prompts",
+        "methods",
+        "train",
+        "nnunet",
+        "evaluate",
+        "report",
+    }
 
 
 def test_minimal_config_gets_every_section():
@@ -26,22 +38,27 @@ def test_minimal_config_gets_every_section():
         ({"datasets": [{"name": "a", "format": "tiff", "modality": "CT"}]}, "schema"),
         ({"datasets": [{"name": "a", "format": "msd", "modality": "CT"}]}, "needs a 'path'"),
         (
-            {"datasets": [{"name": "a", "format": "synthetic", "modality": "CT"}],
-             "methods": {"m": {"model": "nope"}}},
+            {"datasets": [{"name": "a", "format": "synthetic", "modality": "CT"}], "methods": {"m": {"model": "nope"}}},
             "not defined",
         ),
         (
-            {"datasets": [{"name": "a", "format": "synthetic", "modality": "CT"}],
-             "models": {"b": {"type": "sam_vit_b"}}},
+            {
+                "datasets": [{"name": "a", "format": "synthetic", "modality": "CT"}],
+                "models": {"b": {"type": "sam_vit_b"}},
+            },
             "needs a 'checkpoint'",
         ),
         (
-            {"datasets": [{"name": "a", "format": "synthetic", "modality": "CT"},
-                          {"name": "a", "format": "synthetic", "modality": "CT"}]},
+            {
+                "datasets": [
+                    {"name": "a", "format": "synthetic", "modality": "CT"},
+                    {"name": "a", "format": "synthetic", "modality": "CT"},
+                ]
+            },
             "duplicate",
         ),
     ],
-)  # fmt: skip
+)
 def test_bad_config_is_a_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message):
         samstudy_config.validate(bad)

@@ -23,8 +23,12 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     return out
@@ -53,8 +57,19 @@ def test_all_methods_scored_with_predictions_in_the_input_geometry(finished_stud
     results = finished_study / "results"
     metrics = pd.read_parquet(results / "metrics.parquet")
     assert {"zeroshot.box", "decoder.box", "nnunet_2d"} <= set(metrics["run"])
-    for column in ("dataset", "case_id", "label", "method", "model", "adaptation", "protocol", "dice", "nsd",
-                   "hd95", "prompted"):  # fmt: skip
+    for column in (
+        "dataset",
+        "case_id",
+        "label",
+        "method",
+        "model",
+        "adaptation",
+        "protocol",
+        "dice",
+        "nsd",
+        "hd95",
+        "prompted",
+    ):
         assert column in metrics
     assert metrics["dice"].between(0, 1).all()
     assert metrics.loc[metrics["run"] == "zeroshot.box", "dice"].mean() > 0.5  # real weights do segment
@@ -98,8 +113,17 @@ def test_changing_the_learning_rate_reruns_training_and_what_follows_only(finish
 
 def test_changing_the_ct_window_reruns_preprocessing_and_embedding_but_not_nnunet(finished_study):
     counts = _dry_run_with(finished_study, lambda cfg: cfg["preprocess"].update(ct_window={"level": 50, "width": 350}))
-    assert counts == {"preprocess": 1, "embed": 1, "prompts": 1, "train": 1, "infer": 2, "evaluate": 2,
-                      "summarize": 1, "report": 1, "all": 1}  # fmt: skip
+    assert counts == {
+        "preprocess": 1,
+        "embed": 1,
+        "prompts": 1,
+        "train": 1,
+        "infer": 2,
+        "evaluate": 2,
+        "summarize": 1,
+        "report": 1,
+        "all": 1,
+    }
     assert not any(rule.startswith("nnunet") for rule in counts)
 
 
@@ -110,15 +134,22 @@ def test_adding_a_prompt_protocol_runs_only_its_prompts_inference_and_evaluation
 
 def _dvc(work: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc.stdout + proc.stderr
 
 
 def _git(work: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=work, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=work, check=True, capture_output=True
+    )
 
 
 def test_dvc_repro_metrics_plots_push_pull_and_checkout(finished_study, tmp_path):

@@ -82,12 +82,24 @@ def test_slurm_run_submits_every_job_and_matches_a_local_run(slurm, tmp_path):
     # The test node has 2 CPUs: the profile's GPU rules ask for more CPUs per GPU, so they are lowered here.
     out = _run(
         cluster,
-        "--profile", "workflow/profiles/slurm",
-        "--slurm-status-command", "squeue", "--slurm-no-account",
-        "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "3",
-        "--default-resources", "mem_mb=2000", "runtime=30", "cpus_per_task=1", "gpu=0",
-        "--set-resources", "embed:cpus_per_gpu=1", "infer:cpus_per_gpu=1",
-    )  # fmt: skip
+        "--profile",
+        "workflow/profiles/slurm",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-no-account",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--seconds-between-status-checks",
+        "3",
+        "--default-resources",
+        "mem_mb=2000",
+        "runtime=30",
+        "cpus_per_task=1",
+        "gpu=0",
+        "--set-resources",
+        "embed:cpus_per_gpu=1",
+        "infer:cpus_per_gpu=1",
+    )
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
     ran = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", out)
     assert len(submitted) >= 7 and len(submitted) == len([r for r in ran if r != "all"]), out[-3000:]
