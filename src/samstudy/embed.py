@@ -114,12 +114,21 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def embed_dataset(
-    layout: Layout, dataset: str, model_name: str, model_cfg: dict, settings: dict, random_init: bool = False
+    layout: Layout,
+    dataset: str,
+    model_name: str,
+    model_cfg: dict,
+    settings: dict,
+    random_init: bool = False,
+    model: LoadedModel | None = None,
 ) -> dict:
-    """Embed every case of a dataset (cache hits are skipped); write the dataset's embedding index."""
+    """Embed every case of a dataset (cache hits are skipped); write the dataset's embedding index.
+
+    `model` may be given already loaded (benchmarks time the per-slice work without the one-off load).
+    """
     device = resolve_device(settings["device"])
     precision = resolve_precision(settings["precision"], device)
-    model = load_model(model_cfg, device, random_init=random_init)
+    model = model or load_model(model_cfg, device, random_init=random_init)
     model.sam.image_encoder.to(memory_format=torch.channels_last)
     table, _ = load_dataset_table(layout, dataset)
     cases = list(table["case_id"])
