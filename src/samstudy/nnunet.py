@@ -20,19 +20,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from samstudy.ingest import load_dataset_table, read_case
-from samstudy.io import atomic_path, read_json, write_json
+from samstudy.io import atomic_path, read_json, sha256_json, write_json
 from samstudy.models import resolve_device
-from samstudy.paths import Layout, run_name
+from samstudy.paths import Layout, nnunet_run_name
 from samstudy.splits import cases_in, load_split
 
 log = logging.getLogger(__name__)
 
 TRAINER = "nnUNetTrainer"
 PLANS = "nnUNetPlans"
-
-
-def run_names(configurations: list[str]) -> list[str]:
-    return [run_name(f"nnunet_{c}", None) for c in configurations]
 
 
 def dataset_folder_name(dataset_id: int, dataset: str) -> str:
@@ -188,6 +184,15 @@ def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, set
         trainer.num_val_iterations_per_epoch = settings["quick"]["val_iterations_per_epoch"]
     out = Path(trainer.output_folder)
     final, latest = out / "checkpoint_final.pth", out / "checkpoint_latest.pth"
+    # nnU-Net's folder is reused only by the same training run (same settings, plans and seed);
+    # otherwise a finished or half-done model from other settings would be picked up.
+    run_id = sha256_json({"settings": settings, "seed": seed, "plans": plans})
+    marker = out / "samstudy_run.json"
+    if out.exists() and (not marker.is_file() or read_json(marker).get("run_id") != run_id):
+        log.info("%s: settings changed since the last training; starting afresh", name)
+        shutil.rmtree(out)
+        out.mkdir(parents=True)
+    write_json(marker, {"run_id": run_id})
     if final.is_file():
         log.info("%s: training already finished (%s)", name, final)
     else:
@@ -229,7 +234,7 @@ def predict(layout: Layout, dataset: str, dataset_id: int, configuration: str, s
         stamp["model_folder"], use_folds=(settings["fold"],), checkpoint_name="checkpoint_final.pth"
     )
     raw = Path(exported["raw"])
-    run = run_name(f"nnunet_{configuration}", None)
+    run = nnunet_run_name(configuration)
     written = []
     with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
         inputs = [

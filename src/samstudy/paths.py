@@ -19,6 +19,11 @@ def run_name(method: str, protocol: str | None) -> str:
     return method if protocol is None else f"{method}{RUN_SEPARATOR}{protocol}"
 
 
+def nnunet_run_name(configuration: str) -> str:
+    """The run name of an nnU-Net configuration (nnU-Net takes no prompts)."""
+    return run_name(f"nnunet_{configuration}", None)
+
+
 @dataclass(frozen=True)
 class Layout:
     results_dir: str

@@ -2,8 +2,7 @@
 import shlex
 
 from samstudy import config as samstudy_config
-from samstudy.nnunet import run_names as nnunet_run_names
-from samstudy.paths import Layout, run_name
+from samstudy.paths import Layout, nnunet_run_name, run_name
 
 CFG = samstudy_config.validate(config)
 P = samstudy_config.as_param
@@ -12,9 +11,9 @@ DATASETS = {d["name"]: d for d in CFG["datasets"]}
 TRAIN_DATASETS = [d for d, ds in DATASETS.items() if ds["role"] == "train_test"]
 NNUNET_DATASETS = TRAIN_DATASETS if CFG["nnunet"]["enabled"] else []
 NNUNET_CONFIGS = CFG["nnunet"]["configurations"]
+# What nnU-Net training and prediction depend on (not the list of configurations).
+NNUNET_TRAINING = {k: CFG["nnunet"][k] for k in ("fold", "schedule", "quick", "device")}
 PROTOCOLS = CFG["prompts"]["protocols"]
-ADAPTED = [m for m, spec in CFG["methods"].items() if spec["adaptation"] != "none"]
-USED_MODELS = sorted({spec["model"] for spec in CFG["methods"].values()})
 # The command each stage calls (followed by its verb).
 SAMSTUDY = f"samstudy --results {shlex.quote(L.results_dir)} --cache {shlex.quote(L.cache_dir)}"
 ENV = "../../envs/samstudy.yaml"
@@ -31,7 +30,7 @@ for _method, _spec in CFG["methods"].items():
             "protocol": _protocol,
             "prompted": True,
         }
-for _cfg, _run in zip(NNUNET_CONFIGS, nnunet_run_names(NNUNET_CONFIGS)):
+for _run in map(nnunet_run_name, NNUNET_CONFIGS):
     if NNUNET_DATASETS:
         RUNS[_run] = {
             "method": _run,

@@ -59,7 +59,7 @@ rule nnunet_train:
         p=lambda w: P(
             {
                 "dataset_id": nnunet_dataset_id(w.dataset),
-                "nnunet": CFG["nnunet"],
+                "nnunet": NNUNET_TRAINING,
                 "seed": CFG["seed"],
             }
         ),
