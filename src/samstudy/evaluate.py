@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from samstudy.infer import eval_cases
 from samstudy.ingest import load_dataset_table, read_case
-from samstudy.io import write_json, write_parquet
+from samstudy.io import atomic_path, write_json, write_parquet
 from samstudy.paths import Layout
 
 log = logging.getLogger(__name__)
@@ -135,4 +135,8 @@ def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int) -> dict:
         entry["dice_per_label"] = {k: float(v) for k, v in group.groupby("label")["dice"].mean().items()}
         summary.setdefault(run, {})[dataset] = entry
     write_json(layout.summary(), summary)
+    # DVC plot data: mean Dice per run and label (one row each), beside the metrics
+    per_run = metrics.groupby(["run", "dataset", "label"], sort=True)["dice"].mean().reset_index()
+    with atomic_path(layout.dice_plot()) as tmp:
+        per_run.to_csv(tmp, index=False)
     return summary

@@ -118,6 +118,10 @@ class Layout:
     def summary(self) -> str:
         return self._r("summary.json")
 
+    def dice_plot(self) -> str:
+        """Mean Dice per run and label as CSV (a DVC plot)."""
+        return self._r("plots", "dice_per_run.csv")
+
     def report(self) -> str:
         return self._r("report", "index.html")
 

@@ -155,6 +155,7 @@ def _git(work: Path, *args: str) -> None:
 def test_dvc_repro_metrics_plots_push_pull_and_checkout(finished_study, tmp_path):
     work = finished_study
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
     shutil.copy(REPO / ".gitignore", work / ".gitignore")
     _git(work, "init", "-q")
     _dvc(work, "init", "-q")
@@ -180,3 +181,9 @@ def test_dvc_repro_metrics_plots_push_pull_and_checkout(finished_study, tmp_path
     _dvc(work, "checkout")
     assert checkpoint.read_bytes() == original
     assert job_counts(snakemake(work, "-n")) == {}
+    # an experiment with one parameter changed: DVC reruns the stage, Snakemake only what lr touches
+    _git(work, "add", "-A")
+    _git(work, "commit", "-qm", "lock")
+    out = _dvc(work, "exp", "run", "-S", "config/config.yaml:train.lr=0.0003")
+    assert "rule train" in out and "rule embed" not in out and "rule ingest" not in out
+    assert "0.0003" in _dvc(work, "exp", "show", "--no-pager") or "0.0003" in _dvc(work, "params", "diff")

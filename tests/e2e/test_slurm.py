@@ -27,7 +27,7 @@ SMALL_STUDY = {
             "format": "synthetic",
             "modality": "CT",
             "patient_id": r"^(pat\d+)",
-            "synthetic": {"n_patients": 4, "scans_per_patient": 1, "shape": [48, 48, 6]},
+            "synthetic": {"n_patients": 4, "scans_per_patient": 1, "shape": [48, 48, 8]},
         }
     ],
     "methods": {"zeroshot": {"model": "litemedsam", "adaptation": "none"}},
@@ -64,10 +64,10 @@ def _run(work: Path, *args: str) -> str:
         sys.executable,
         "-m",
         "snakemake",
+        TARGET,  # first: --configfile and the resource options take lists
         "--configfile",
         "study.yaml",
         *args,
-        TARGET,
     ]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1000)
     out = proc.stdout + proc.stderr

@@ -27,6 +27,7 @@ rule summarize:
     output:
         metrics=L.metrics(),
         summary=L.summary(),
+        dice_plot=L.dice_plot(),
     log:
         L.log("summarize"),
     conda:
