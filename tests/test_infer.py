@@ -48,3 +48,14 @@ def test_prediction_keeps_the_original_geometry(tmp_path):
     assert np.allclose(out.GetOrigin(), ref.GetOrigin())
     assert np.allclose(out.GetDirection(), ref.GetDirection())
     assert np.array_equal(sitk.GetArrayFromImage(out), np.moveaxis(labels, 0, 1))
+
+
+def test_prediction_for_a_dicom_series_takes_the_series_geometry(tmp_path):
+    from tests.test_ingest import _dicom_series
+
+    volume = np.zeros((5, 6, 7), dtype=np.int16)
+    _dicom_series(tmp_path / "series", volume, spacing=(0.5, 0.6, 3.0))
+    labels = np.ones((5, 6, 7), dtype=np.uint8)
+    write_prediction(str(tmp_path / "p.nii.gz"), labels, 0, str(tmp_path / "series"))
+    out = sitk.ReadImage(str(tmp_path / "p.nii.gz"))
+    assert out.GetSize() == (7, 6, 5) and np.allclose(out.GetSpacing(), (0.5, 0.6, 3.0))

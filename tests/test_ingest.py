@@ -85,3 +85,88 @@ def test_label_mapping_merges_and_chooses(tmp_path):
     ds["labels"] = {"x": 7}
     with pytest.raises(ValueError, match="not declared"):
         ingest_dataset(ds, layout, seed=0)
+
+
+def _write(path, array, spacing=(1.0, 1.0, 2.0)):
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(spacing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+    return img
+
+
+def _cfg_dataset(root, fmt, **kw):
+    from samstudy import config as samstudy_config
+
+    ds = {"name": "d", "format": fmt, "path": str(root), "modality": "MR", "labels": {"lesion": 1}, **kw}
+    return samstudy_config.validate({"datasets": [ds]})["datasets"][0]
+
+
+def test_nifti_folder_reader_with_patterns(tmp_path):
+    rng = np.random.default_rng(0)
+    for case in ("a01", "b02"):
+        lab = np.zeros((6, 10, 12), dtype=np.uint8)
+        lab[2:4, 3:6, 4:8] = 1
+        _write(tmp_path / "img" / f"{case}_t1.nii.gz", rng.normal(size=(6, 10, 12)).astype(np.float32))
+        _write(tmp_path / "seg" / f"{case}_mask.nii.gz", lab)
+    _write(tmp_path / "img" / "c03_t1.nii.gz", rng.normal(size=(6, 10, 12)).astype(np.float32))  # no label
+    ds = _cfg_dataset(tmp_path, "nifti", image_pattern="img/{case}_t1.nii.gz", label_pattern="seg/{case}_mask.nii.gz")
+    layout = Layout(str(tmp_path / "results"))
+    manifest = ingest_dataset(ds, layout, seed=0)
+    assert list(manifest["case_id"]) == ["a01", "b02"]
+    assert json.loads(manifest["labels_present"].iloc[0]) == {"lesion": 24}
+    rejected = pd.read_parquet(layout.ingest_rejected("d"))
+    assert rejected["case_id"].tolist() == ["c03"] and "no label" in rejected["reason"].iloc[0]
+
+
+def test_formats_without_dataset_json_need_declared_labels():
+    from samstudy import config as samstudy_config
+    from samstudy.config import ConfigError
+
+    with pytest.raises(ConfigError, match="declare its label values"):
+        samstudy_config.validate({"datasets": [{"name": "d", "format": "nifti", "path": "x", "modality": "CT"}]})
+
+
+def _dicom_series(folder, volume, spacing=(0.8, 0.8, 2.5), skip=None):
+    """Write a volume (z, y, x) as a DICOM series the way scanners do: one file per slice with its position."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
+    for z in range(volume.shape[0]):
+        if z == skip:
+            continue
+        sl = sitk.GetImageFromArray(volume[z].astype(np.int16))
+        sl.SetSpacing(spacing[:2])
+        tags = {
+            "0008|0060": "CT", "0020|000d": "1.2.3.4", "0020|000e": series_uid, "0020|0013": str(z + 1),
+            "0020|0032": f"0\\0\\{z * spacing[2]}", "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0018|0050": str(spacing[2]),
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{series_uid}.{z + 1}",
+        }  # fmt: skip
+        for tag, value in tags.items():
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(sl)
+
+
+def test_dicom_series_reader_and_missing_slice(tmp_path):
+    volume = (np.random.default_rng(1).normal(size=(8, 12, 14)) * 100).astype(np.int16)
+    lab = np.zeros((8, 12, 14), dtype=np.uint8)
+    lab[3:5, 4:8, 4:9] = 1
+    for case, skip in (("good", None), ("gappy", 4)):
+        _dicom_series(tmp_path / "images" / case, volume, skip=skip)
+        _write(tmp_path / "labels" / f"{case}.nii.gz", lab if skip is None else lab[:7], spacing=(0.8, 0.8, 2.5))
+    ds = _cfg_dataset(tmp_path, "dicom")
+    layout = Layout(str(tmp_path / "results"))
+    manifest = ingest_dataset(ds, layout, seed=0)
+    assert manifest["case_id"].tolist() == ["good"]
+    assert list(manifest["shape"].iloc[0]) == [14, 12, 8]
+    assert np.allclose(manifest["spacing"].iloc[0], [0.8, 0.8, 2.5])
+    rejected = pd.read_parquet(layout.ingest_rejected("d")).set_index("case_id")
+    assert "missing or unevenly spaced" in rejected.loc["gappy", "reason"]
+    from samstudy.ingest import load_dataset_table, read_case
+
+    table, info = load_dataset_table(layout, "d")
+    image, label = read_case(table.iloc[0], info)
+    assert np.array_equal(sitk.GetArrayFromImage(image), volume) and label.sum() == lab.sum()

@@ -53,6 +53,14 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         ds.setdefault("role", "train_test")
         if ds["format"] != "synthetic" and not ds.get("path"):
             raise ConfigError(f"datasets.{ds['name']}: format {ds['format']} needs a 'path'")
+        if ds["format"] in ("nifti", "dicom", "png") and not ds.get("labels"):
+            raise ConfigError(
+                f"datasets.{ds['name']}: format {ds['format']} has no dataset.json; "
+                "declare its label values in 'labels'"
+            )
+        if ds["format"] in ("nifti", "dicom"):
+            ds.setdefault("image_pattern", "images/{case}" + ("" if ds["format"] == "dicom" else ".nii.gz"))
+            ds.setdefault("label_pattern", "labels/{case}.nii.gz")
     return cfg
 
 

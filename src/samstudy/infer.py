@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from samstudy import train
 from samstudy.embed import load_case_embeddings
-from samstudy.ingest import load_dataset_table
+from samstudy.ingest import load_dataset_table, read_image
 from samstudy.io import atomic_path, read_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout, run_name
@@ -61,17 +62,27 @@ def assemble(shape: tuple[int, int, int], predictions: dict[int, list[tuple[int,
 
 def write_prediction(path: str, slices: np.ndarray, axis: int, reference_image: str) -> None:
     """Label slices back to the original grid, with the reference image's geometry, as NIfTI."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(reference_image)
-    reader.ReadImageInformation()
+    if Path(reference_image).is_dir():  # a DICOM series: its geometry needs the whole series
+        ref = read_image(reference_image)
+        size, spacing, origin, direction, dim = (
+            ref.GetSize(),
+            ref.GetSpacing(),
+            ref.GetOrigin(),
+            ref.GetDirection(),
+            ref.GetDimension(),
+        )
+    else:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(reference_image)
+        reader.ReadImageInformation()
+        size, spacing, origin = reader.GetSize(), reader.GetSpacing(), reader.GetOrigin()
+        direction, dim = reader.GetDirection(), reader.GetDimension()
     img = sitk.GetImageFromArray(from_slices(slices, axis))
-    size = reader.GetSize()[:3]
-    if img.GetSize() != size:
-        raise RuntimeError(f"{path}: assembled size {img.GetSize()} differs from {reference_image} size {size}")
-    img.SetSpacing(reader.GetSpacing()[:3])
-    img.SetOrigin(reader.GetOrigin()[:3])
-    d = np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:3, :3]
-    img.SetDirection(tuple(d.ravel().tolist()))
+    if img.GetSize() != size[:3]:
+        raise RuntimeError(f"{path}: assembled size {img.GetSize()} differs from {reference_image} size {size[:3]}")
+    img.SetSpacing(spacing[:3])
+    img.SetOrigin(origin[:3])
+    img.SetDirection(tuple(np.asarray(direction).reshape(dim, -1)[:3, :3].ravel().tolist()))
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)
 

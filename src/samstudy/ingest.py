@@ -115,7 +115,44 @@ def _read_msd(path: Path) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
     return DatasetInfo(declared, channels), cases()
 
 
-READERS = {"nnunet": _read_nnunet, "msd": _read_msd, "synthetic": _read_nnunet}
+def _pattern_cases(path: Path, pattern: str) -> Iterator[tuple[str, Path]]:
+    """(case id, path) for every match of a pattern with a {case} placeholder, sorted."""
+    if "{case}" not in pattern:
+        raise ValueError(f"pattern {pattern!r} has no {{case}} placeholder")
+    head, tail = pattern.split("{case}", 1)
+    for match in sorted(path.glob(pattern.replace("{case}", "*"))):
+        rel = str(match.relative_to(path))
+        if rel.startswith(head) and rel.endswith(tail) and len(rel) > len(head) + len(tail):
+            yield rel[len(head) : len(rel) - len(tail)], match
+
+
+def _declared_from_config(ds: dict) -> dict[str, int]:
+    """Formats without a dataset.json declare their label values in the config's `labels`."""
+    declared = {"background": 0}
+    for name, value in (ds.get("labels") or {}).items():
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            declared[name if i == 0 else f"{name}_{v}"] = int(v)
+    return declared
+
+
+def _read_pairs(path: Path, ds: dict) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
+    """`nifti` (files) and `dicom` (one series folder per case): images and labels matched by patterns."""
+
+    def cases() -> Iterator[CaseFiles]:
+        for case_id, image in _pattern_cases(path, ds["image_pattern"]):
+            label = path / ds["label_pattern"].replace("{case}", case_id)
+            yield CaseFiles(case_id, [str(image)], str(label) if label.exists() else None)
+
+    return DatasetInfo(_declared_from_config(ds), [ds["modality"]]), cases()
+
+
+READERS = {
+    "nnunet": lambda path, ds: _read_nnunet(path),
+    "msd": lambda path, ds: _read_msd(path),
+    "synthetic": lambda path, ds: _read_nnunet(path),
+    "nifti": _read_pairs,
+    "dicom": _read_pairs,
+}
 
 
 def dataset_path(layout: Layout, ds: dict) -> Path:
@@ -167,6 +204,9 @@ def _hash_and_check(path: str, what: str) -> str:
 
     ITK's NIfTI reader silently zero-fills a truncated .nii.gz, so truncation is caught here.
     """
+    if Path(path).is_dir():  # a DICOM series: the hashes of its files, in name order
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+        return hashlib.sha256("".join(_hash_and_check(str(f), what) for f in files).encode()).hexdigest()
     if not Path(path).is_file():
         raise CaseError(path, f"{what} file is missing")
     digest = hashlib.sha256()
@@ -186,11 +226,52 @@ def _hash_and_check(path: str, what: str) -> str:
     return digest.hexdigest()
 
 
+def _dicom_positions(files: list[str]) -> np.ndarray:
+    """Each file's ImagePositionPatient (0020|0032) projected on the slice normal."""
+    positions, normal = [], None
+    for f in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(f)
+        reader.ReadImageInformation()
+        if normal is None:
+            orient = [float(x) for x in reader.GetMetaData("0020|0037").split("\\")]
+            normal = np.cross(orient[:3], orient[3:])
+        positions.append(float(np.dot([float(x) for x in reader.GetMetaData("0020|0032").split("\\")], normal)))
+    return np.sort(np.asarray(positions))
+
+
+def read_dicom_series(folder: str) -> sitk.Image:
+    """Read the one DICOM series in a folder; missing or unevenly spaced slices are an error."""
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    if not series:
+        raise CaseError(folder, "no DICOM series found in this folder")
+    if len(series) > 1:
+        raise CaseError(folder, f"{len(series)} DICOM series in one case folder; expected one")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series[0])
+    if len(files) >= 3:
+        steps = np.diff(_dicom_positions(list(files)))
+        if np.any(steps <= 1e-6) or np.ptp(steps) > 0.01 * np.median(steps):
+            raise CaseError(
+                folder,
+                f"DICOM slices are missing or unevenly spaced (steps {np.round(np.unique(steps), 3).tolist()} mm)",
+            )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def read_image(path: str) -> sitk.Image:
+    """Any image a dataset can hold: a file SimpleITK reads, or a folder with one DICOM series."""
+    if Path(path).is_dir():
+        return read_dicom_series(path)
+    return sitk.ReadImage(path)
+
+
 def _read_image(path: str, what: str) -> sitk.Image:
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise CaseError(path, f"{what} file is missing")
     try:
-        return sitk.ReadImage(path)
+        return read_image(path)
     except RuntimeError as err:
         msg = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
         raise CaseError(path, f"{what} file is unreadable or truncated ({msg})") from err
@@ -314,7 +395,7 @@ def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) ->
         synthetic.write_dataset(root, seed, ds.get("synthetic"))
     if ds["format"] not in READERS:
         raise NotImplementedError(f"dataset {name}: format '{ds['format']}' is not supported yet")
-    info, found = READERS[ds["format"]](root)
+    info, found = READERS[ds["format"]](root, ds)
     names, sources = label_mapping(ds, info)
     rows, rejected, seen = [], [], set()
     for files in tqdm(list(found), desc=f"ingest {name}", unit="case"):
@@ -379,7 +460,7 @@ def load_dataset_table(layout: Layout, dataset: str) -> tuple[pd.DataFrame, dict
 
 def read_case(row, info: dict) -> tuple[sitk.Image, np.ndarray]:
     """A manifest row's first image channel (SimpleITK image) and its study label array (z, y, x)."""
-    image = sitk.ReadImage(row["images"][0])
+    image = read_image(row["images"][0])
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     label = sitk.GetArrayFromImage(sitk.ReadImage(row["label"])).astype(np.int64)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from samstudy.ingest import load_dataset_table, read_case
+from samstudy.ingest import load_dataset_table, read_case, read_image
 from samstudy.io import atomic_path, read_json, sha256_json, write_json
 from samstudy.models import resolve_device
 from samstudy.paths import Layout, nnunet_run_name
@@ -85,11 +85,15 @@ def export(layout: Layout, dataset: str, dataset_id: int) -> dict:
         row = rows.loc[case].to_dict()
         folder = "imagesTs" if case in test else "imagesTr"
         images = list(row["images"])
-        if len(images) == 1 and sitk.ReadImage(images[0]).GetDimension() == 4:  # MSD 4D: one file per channel
-            img4 = sitk.ReadImage(images[0])
-            for c in range(img4.GetSize()[3]):
+        first = images[0]
+        if len(images) == 1 and (Path(first).is_dir() or not first.endswith((".nii", ".nii.gz"))
+                                 or read_image(first).GetDimension() == 4):  # fmt: skip
+            # DICOM series, other formats and 4D multi-channel files become one NIfTI per channel
+            img = read_image(first)
+            channels = [img[:, :, :, c] for c in range(img.GetSize()[3])] if img.GetDimension() == 4 else [img]
+            for c, channel in enumerate(channels):
                 with atomic_path(raw / folder / f"{case}_{c:04d}.nii.gz") as tmp:
-                    sitk.WriteImage(img4[:, :, :, c], str(tmp), useCompression=True)
+                    sitk.WriteImage(channel, str(tmp), useCompression=True)
         else:
             for c, path in enumerate(images):
                 _link(path, raw / folder / f"{case}_{c:04d}.nii.gz")
