@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from samstudy.io import atomic_path, read_json
+from samstudy.io import atomic_path, read_json, sha256_file
 from samstudy.paths import Layout
 
 PACKAGES = [
@@ -122,8 +122,17 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
                 f"nnU-Net {stamp['configuration']} on {stamp['dataset']}: <b>quick schedule, not converged</b> "
                 "(a CPU demo; use nnunet.schedule: full for a real baseline)."
             )
+    models = {}
+    for index in sorted(Path(layout.results_dir, "embeddings").glob("*/*.json")):
+        entry = read_json(index)
+        models[entry["model"]] = entry["model_sha256"]
+    checkpoints = {}
+    for ckpt in sorted(Path(layout.results_dir, "models").glob("*/checkpoint.pt")):
+        checkpoints[ckpt.parent.name] = sha256_file(ckpt)
     provenance = {
         "code revision": _git_revision(),
+        "model weights (SHA-256)": models,
+        "adapted checkpoints (SHA-256)": checkpoints,
         "packages": _versions(),
         "data (case content hashes)": dict(
             zip(manifest["dataset"] + "/" + manifest["case_id"], manifest["content_hash"], strict=True)
