@@ -30,20 +30,42 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def decode_boxes(model: LoadedModel, embedding: np.ndarray, boxes: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
-    """Mask logits (N, H, W) in the native slice for N boxes on one slice embedding."""
+def decode_prompts(model: LoadedModel, embedding: np.ndarray, prompts: list[dict], hw: tuple[int, int]) -> torch.Tensor:
+    """Mask logits (N, H, W) in the native slice for N prompts of one kind (boxes or points) on one slice.
+
+    A single point is ambiguous, so it uses SAM's three-mask output and keeps the mask with the highest
+    predicted IoU (as SAM's authors recommend); boxes and several points use the single-mask output.
+    """
     device = next(model.sam.parameters()).device
     emb = torch.from_numpy(np.asarray(embedding, dtype=np.float32))[None].to(device)
-    box = torch.from_numpy(box_to_model(boxes, hw, model.spec)).to(device)
-    sparse, dense = model.sam.prompt_encoder(points=None, boxes=box, masks=None)
-    low_res, _ = model.sam.mask_decoder(
+    boxes = points = None
+    multimask = False
+    if "box" in prompts[0]:
+        boxes = torch.from_numpy(box_to_model(np.array([p["box"] for p in prompts]), hw, model.spec)).to(device)
+    else:
+        xy = np.array([p["points"] for p in prompts], dtype=np.float32)  # (N, k, 2)
+        scaled = box_to_model(np.concatenate([xy, xy], axis=-1).reshape(-1, 4), hw, model.spec)[:, :2]
+        coords = torch.from_numpy(scaled.reshape(xy.shape)).to(device)
+        point_labels = torch.tensor([p["point_labels"] for p in prompts], dtype=torch.int, device=device)
+        points = (coords, point_labels)
+        multimask = xy.shape[1] == 1
+    sparse, dense = model.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+    low_res, iou = model.sam.mask_decoder(
         image_embeddings=emb,
         image_pe=model.sam.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse,
         dense_prompt_embeddings=dense,
-        multimask_output=False,
+        multimask_output=multimask,
     )
+    if multimask:
+        best = iou.argmax(dim=1)
+        low_res = low_res[torch.arange(low_res.shape[0]), best][:, None]
     return logits_to_native(low_res.float(), hw, model.spec).cpu()
+
+
+def decode_boxes(model: LoadedModel, embedding: np.ndarray, boxes: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
+    """Mask logits (N, H, W) for N XYXY boxes on one slice embedding."""
+    return decode_prompts(model, embedding, [{"box": list(b)} for b in boxes], hw)
 
 
 def assemble(shape: tuple[int, int, int], predictions: dict[int, list[tuple[int, torch.Tensor]]]) -> np.ndarray:
@@ -116,7 +138,7 @@ def infer_dataset(
         for s, items in by_slice.items():
             if s not in embeddings:
                 raise KeyError(f"case {case}: slice {s} has a prompt but no cached embedding")
-            logits = decode_boxes(model, embeddings[s], np.array([p["box"] for p in items]), (h, w))
+            logits = decode_prompts(model, embeddings[s], items, (h, w))
             predictions[s] = [(p["label"], logits[k]) for k, p in enumerate(items)]
         out = layout.prediction(run, dataset, case)
         write_prediction(out, assemble((n, h, w), predictions), int(pre["axis"]), rows.loc[case, "images"][0])

@@ -41,6 +41,32 @@ def case_rng(seed: int, *parts: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(digest[:8], 16), int(digest[8:16], 16)])
 
 
+POINT_PROTOCOLS = {"points1": 1, "points3": 3, "points5": 5}
+
+
+def sample_points(mask: np.ndarray, k: int, negatives: int, rng: np.random.Generator) -> tuple[list, list]:
+    """k positive points (the first at the mask's innermost point, the rest uniformly inside)
+    and `negatives` points outside the mask but inside its box grown by 5 pixels. XY pixel coordinates."""
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    ties = np.argwhere(dist == dist.max())  # the innermost points; break ties by the centre of mass
+    centre = tuple(ties[np.argmin(((ties - np.argwhere(mask).mean(axis=0)) ** 2).sum(axis=1))])
+    inside = np.argwhere(mask)
+    picks = [centre] + [tuple(inside[i]) for i in rng.choice(len(inside), size=k - 1, replace=len(inside) < k - 1)]
+    points, labels = [[int(c), int(r)] for r, c in picks], [1] * k
+    if negatives:
+        x0, y0, x1, y1 = tight_box(mask)
+        ring = np.zeros_like(mask)
+        ring[max(0, y0 - 5) : y1 + 6, max(0, x0 - 5) : x1 + 6] = True
+        outside = np.argwhere(ring & ~mask)
+        if len(outside):
+            for i in rng.choice(len(outside), size=negatives, replace=len(outside) < negatives):
+                points.append([int(outside[i][1]), int(outside[i][0])])
+                labels.append(0)
+    return points, labels
+
+
 def case_prompts(labels: np.ndarray, protocol: str, settings: dict, rng: np.random.Generator) -> list[dict]:
     """Prompts of one case: one per label per slice where the label is present."""
     out = []
@@ -48,10 +74,18 @@ def case_prompts(labels: np.ndarray, protocol: str, settings: dict, rng: np.rand
         for value in np.unique(labels[s]):
             if value == 0:
                 continue
-            box = tight_box(labels[s] == value)
-            if protocol == "box_jitter":
-                box = jitter_box(box, settings["jitter_px"], labels.shape[1:], rng)
-            out.append({"slice": s, "label": int(value), "box": box})
+            mask = labels[s] == value
+            prompt = {"slice": s, "label": int(value)}
+            if protocol in POINT_PROTOCOLS:
+                prompt["points"], prompt["point_labels"] = sample_points(
+                    mask, POINT_PROTOCOLS[protocol], settings.get("negative_points", 0), rng
+                )
+            else:
+                box = tight_box(mask)
+                if protocol == "box_jitter":
+                    box = jitter_box(box, settings["jitter_px"], labels.shape[1:], rng)
+                prompt["box"] = box
+            out.append(prompt)
     return out
 
 

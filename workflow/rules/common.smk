@@ -65,7 +65,9 @@ def ingest_params(wildcards):
 
 def prompt_settings(protocol):
     # Only what the protocol uses, so changing the jitter does not redo tight boxes.
-    keys = {"box_jitter": ["jitter_px"]}.get(protocol, [])
+    keys = {"box_jitter": ["jitter_px"]}.get(
+        protocol, ["negative_points"] if protocol.startswith("points") else []
+    )
     return {k: CFG["prompts"][k] for k in keys}
 
 
