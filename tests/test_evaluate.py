@@ -71,3 +71,32 @@ def test_bootstrap_ci_brackets_the_mean():
     lo, hi = bootstrap_ci(values, seed=1)
     assert lo < values.mean() < hi
     assert (lo, hi) == bootstrap_ci(values, seed=1)
+
+
+def test_evaluate_run_scores_every_test_case_and_refuses_a_wrong_geometry(study):
+    import SimpleITK as sitk
+
+    from samstudy.evaluate import evaluate_run
+    from samstudy.infer import eval_cases, write_prediction
+    from samstudy.ingest import load_dataset_table
+    from samstudy.preprocess import load_preprocessed
+
+    cfg, layout = study
+    table, info = load_dataset_table(layout, "phantom")
+    rows = table.set_index("case_id")
+    cases = eval_cases(layout, "phantom")
+    for case in cases:  # a perfect "prediction": the ground truth put back through the inverse mapping
+        pre = load_preprocessed(layout, "phantom", case)
+        write_prediction(
+            layout.prediction("gt", "phantom", case), pre["labels"], int(pre["axis"]), rows.loc[case, "images"][0]
+        )
+    run_info = {"method": "gt", "model": "none", "adaptation": "none", "protocol": "none", "prompted": False}
+    frame = evaluate_run(layout, "phantom", "gt", run_info, cfg["evaluate"])
+    assert sorted(frame["case_id"].unique()) == sorted(cases)
+    assert len(frame) == len(cases) * len(info["labels"])
+    assert (frame["dice"] == 1.0).all() and (frame["hd95"] == 0.0).all()
+    bad = sitk.ReadImage(layout.prediction("gt", "phantom", cases[0]))
+    bad.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(bad, layout.prediction("gt", "phantom", cases[0]))
+    with pytest.raises(ValueError, match="direction"):
+        evaluate_run(layout, "phantom", "gt", run_info, cfg["evaluate"])

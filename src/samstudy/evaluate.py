@@ -72,6 +72,9 @@ def _same_geometry(pred: sitk.Image, ref: sitk.Image) -> str | None:
     for what, a, b in (("spacing", pred.GetSpacing(), ref.GetSpacing()), ("origin", pred.GetOrigin(), ref.GetOrigin())):
         if not np.allclose(a, b[:3], atol=1e-3 * max(1.0, float(np.max(np.abs(b))))):
             return f"{what} {a} differs from the image's {b[:3]}"
+    ref_direction = np.asarray(ref.GetDirection()).reshape(ref.GetDimension(), -1)[:3, :3]
+    if not np.allclose(np.asarray(pred.GetDirection()).reshape(3, 3), ref_direction, atol=1e-4):
+        return f"direction {pred.GetDirection()} differs from the image's {tuple(ref_direction.ravel())}"
     return None
 
 
