@@ -206,7 +206,7 @@ def _hash_and_check(path: str, what: str) -> str:
     """
     if Path(path).is_dir():  # a DICOM series: the hashes of its files, in name order
         files = sorted(p for p in Path(path).rglob("*") if p.is_file())
-        return hashlib.sha256("".join(_hash_and_check(str(f), what) for f in files).encode()).hexdigest()
+        return _combine([_hash_and_check(str(f), what) for f in files])
     if not Path(path).is_file():
         raise CaseError(path, f"{what} file is missing")
     digest = hashlib.sha256()

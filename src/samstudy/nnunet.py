@@ -70,6 +70,14 @@ def _link(src: str, dst: Path) -> None:
     os.symlink(Path(src).resolve(), dst)
 
 
+def _header_dimension(path: str) -> int:
+    """Image dimensionality from the file header alone (no voxel data read)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return reader.GetDimension()
+
+
 def export(layout: Layout, dataset: str, dataset_id: int) -> dict:
     """Write the nnU-Net raw dataset and splits_final.json for one study dataset."""
     env = setup_environment(layout)
@@ -87,7 +95,7 @@ def export(layout: Layout, dataset: str, dataset_id: int) -> dict:
         images = list(row["images"])
         first = images[0]
         if len(images) == 1 and (Path(first).is_dir() or not first.endswith((".nii", ".nii.gz"))
-                                 or read_image(first).GetDimension() == 4):  # fmt: skip
+                                 or _header_dimension(first) == 4):  # fmt: skip
             # DICOM series, other formats and 4D multi-channel files become one NIfTI per channel
             img = read_image(first)
             channels = [img[:, :, :, c] for c in range(img.GetSize()[3])] if img.GetDimension() == 4 else [img]

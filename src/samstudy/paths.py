@@ -128,5 +128,9 @@ class Layout:
     def log(self, name: str) -> str:
         return self._r("logs", f"{name}.log")
 
+    def benchmark_dir(self) -> str:
+        """Snakemake's benchmark: files (one TSV per job)."""
+        return self._r("benchmarks")
+
     def benchmark(self, name: str) -> str:
-        return self._r("benchmarks", f"{name}.tsv")
+        return str(Path(self.benchmark_dir(), f"{name}.tsv"))

@@ -76,7 +76,7 @@ def _boxplot(metrics: pd.DataFrame) -> str:
 
 def _cost(layout: Layout) -> pd.DataFrame:
     rows = []
-    for tsv in sorted(Path(layout.benchmark("x")).parent.glob("*.tsv")):
+    for tsv in sorted(Path(layout.benchmark_dir()).glob("*.tsv")):
         bench = pd.read_csv(tsv, sep="\t")
         rows.append(
             {
