@@ -51,17 +51,53 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"datasets: duplicate dataset name(s) {dupes}")
     for ds in cfg["datasets"]:
         ds.setdefault("role", "train_test")
-        if ds["format"] != "synthetic" and not ds.get("path"):
-            raise ConfigError(f"datasets.{ds['name']}: format {ds['format']} needs a 'path'")
-        if ds["format"] in ("nifti", "dicom", "png") and not ds.get("labels"):
-            raise ConfigError(
-                f"datasets.{ds['name']}: format {ds['format']} has no dataset.json; "
-                "declare its label values in 'labels'"
-            )
-        if ds["format"] in ("nifti", "dicom"):
-            ds.setdefault("image_pattern", "images/{case}" + ("" if ds["format"] == "dicom" else ".nii.gz"))
-            ds.setdefault("label_pattern", "labels/{case}.nii.gz")
+        _check_dataset_entry(ds)
     return cfg
+
+
+# Default image/label patterns of the pattern-matched formats.
+DEFAULT_PATTERNS = {
+    "nifti": ("images/{case}.nii.gz", "labels/{case}.nii.gz"),
+    "dicom": ("images/{case}", "labels/{case}.nii.gz"),
+    "png": ("images/{case}.png", "masks/{case}.png"),
+}
+
+
+def _check_dataset_entry(ds: dict[str, Any]) -> None:
+    """Cross-key rules of one dataset entry (what the schema cannot say); fills format defaults."""
+    where = f"datasets.{ds['name']}"
+    builtin = ds.get("builtin")
+    if builtin:
+        # A built-in real dataset (e.g. mni152) is written by samstudy and read by its `format`.
+        if builtin["kind"] == "mni152":
+            if ds["format"] != "nifti":
+                raise ConfigError(f"{where}: builtin mni152 is written as NIfTI: use format nifti")
+            if ds["role"] != "test_only":
+                raise ConfigError(f"{where}: builtin mni152 is one subject: it can only be role test_only")
+    elif ds["format"] != "synthetic" and not ds.get("path"):
+        raise ConfigError(f"{where}: format {ds['format']} needs a 'path'")
+    if ds["format"] in ("nifti", "dicom", "png") and not ds.get("labels") and not builtin:
+        raise ConfigError(f"{where}: format {ds['format']} has no dataset.json; declare its label values in 'labels'")
+    if ds["format"] in DEFAULT_PATTERNS:
+        image, label = DEFAULT_PATTERNS[ds["format"]]
+        ds.setdefault("image_pattern", image)
+        ds.setdefault("label_pattern", label)
+    for key in ("spacing", "mask_threshold"):
+        if key in ds and ds["format"] != "png":
+            raise ConfigError(f"{where}: '{key}' applies to format png only (other formats carry their geometry)")
+    if isinstance(ds.get("patient_id"), dict):
+        ds["patient_id"].setdefault("case_column", "case_id")
+        ds["patient_id"].setdefault("patient_column", "patient_id")
+    if ds["format"] == "synthetic":
+        phantom = ds.setdefault("synthetic", {})
+        kind = phantom.setdefault("kind", "ct3d")
+        ndim = 2 if kind == "png2d" else 3
+        for key in ("shape", "spacing"):
+            if key in phantom and len(phantom[key]) != ndim:
+                raise ConfigError(f"{where}: synthetic.{key} of a {kind} phantom has {ndim} entries")
+        for key in ("rotation_deg", "noise_hu"):
+            if key in phantom and kind != "ct3d":
+                raise ConfigError(f"{where}: synthetic.{key} applies to the ct3d phantom only")
 
 
 def load(path: str | Path) -> dict[str, Any]:

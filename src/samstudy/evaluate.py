@@ -73,7 +73,8 @@ def _same_geometry(pred: sitk.Image, ref: sitk.Image) -> str | None:
         if not np.allclose(a, b[:3], atol=1e-3 * max(1.0, float(np.max(np.abs(b))))):
             return f"{what} {a} differs from the image's {b[:3]}"
     ref_direction = np.asarray(ref.GetDirection()).reshape(ref.GetDimension(), -1)[:3, :3]
-    if not np.allclose(np.asarray(pred.GetDirection()).reshape(3, 3), ref_direction, atol=1e-4):
+    pred_direction = np.asarray(pred.GetDirection()).reshape(pred.GetDimension(), -1)  # 2D images: 2x2
+    if pred_direction.shape != ref_direction.shape or not np.allclose(pred_direction, ref_direction, atol=1e-4):
         return f"direction {pred.GetDirection()} differs from the image's {tuple(ref_direction.ravel())}"
     return None
 

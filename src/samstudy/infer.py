@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from samstudy import train
 from samstudy.embed import load_case_embeddings
-from samstudy.ingest import load_dataset_table, read_image
+from samstudy.ingest import load_dataset_table, reference_geometry
 from samstudy.io import atomic_path, read_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout, run_name
@@ -82,29 +81,18 @@ def assemble(shape: tuple[int, int, int], predictions: dict[int, list[tuple[int,
     return out
 
 
-def write_prediction(path: str, slices: np.ndarray, axis: int, reference_image: str) -> None:
-    """Label slices back to the original grid, with the reference image's geometry, as NIfTI."""
-    if Path(reference_image).is_dir():  # a DICOM series: its geometry needs the whole series
-        ref = read_image(reference_image)
-        size, spacing, origin, direction, dim = (
-            ref.GetSize(),
-            ref.GetSpacing(),
-            ref.GetOrigin(),
-            ref.GetDirection(),
-            ref.GetDimension(),
-        )
-    else:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(reference_image)
-        reader.ReadImageInformation()
-        size, spacing, origin = reader.GetSize(), reader.GetSpacing(), reader.GetOrigin()
-        direction, dim = reader.GetDirection(), reader.GetDimension()
-    img = sitk.GetImageFromArray(from_slices(slices, axis))
-    if img.GetSize() != size[:3]:
-        raise RuntimeError(f"{path}: assembled size {img.GetSize()} differs from {reference_image} size {size[:3]}")
-    img.SetSpacing(spacing[:3])
-    img.SetOrigin(origin[:3])
-    img.SetDirection(tuple(np.asarray(direction).reshape(dim, -1)[:3, :3].ravel().tolist()))
+def write_prediction(path: str, slices: np.ndarray, axis: int, reference) -> None:
+    """Label slices back to the original grid, with the reference's geometry, as NIfTI. `reference`: the
+    case's manifest row (exact; needed for 2D files, whose spacing comes from the config) or an image path.
+    A 2D image (one slice) gets a 2D NIfTI in its own 2D geometry."""
+    size, spacing, origin, direction = reference_geometry(reference)
+    array = from_slices(slices, axis)
+    img = sitk.GetImageFromArray(array[0] if len(size) == 2 else array)
+    if img.GetSize() != size:
+        raise RuntimeError(f"{path}: assembled size {img.GetSize()} differs from the image's size {size}")
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(direction)
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)
 
@@ -129,7 +117,7 @@ def infer_dataset(
     written = []
     for case in tqdm(eval_cases(layout, dataset), desc=f"infer {run}/{dataset}", unit="case"):
         pre = load_preprocessed(layout, dataset, case)
-        n, h, w = pre["slices"].shape
+        n, h, w = pre["labels"].shape  # (slices of an RGB image carry a channel axis)
         embeddings = load_case_embeddings(index[case])
         by_slice = defaultdict(list)
         for p in prompts[case]:

@@ -2,6 +2,11 @@
 
 A bad case is reported (file + reason) in the rejected table and left out; the other cases go on.
 Cases are read one at a time, so memory does not grow with the dataset.
+
+Formats: `nnunet`, `msd`, `nifti` (pattern-matched pairs), `dicom` (series folders; labels as NIfTI/NRRD
+or DICOM-SEG, read with highdicom), `png` (2D image/mask files: PNG, JPG, TIFF, BMP; grey or RGB images;
+0/255, index or palette masks, read with Pillow), `synthetic` (the built-in phantoms). 2D cases stay 2D
+all the way: their manifest shape and spacing have two entries.
 """
 
 from __future__ import annotations
@@ -91,8 +96,12 @@ def _read_nnunet(path: Path) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
         suffix = f"_0000{ending}"
         for first in sorted((path / "imagesTr").glob(f"*{suffix}")):
             case_id = first.name[: -len(suffix)]
+            label = str(path / "labelsTr" / f"{case_id}{ending}")
+            if is_raster(ending):  # nnU-Net's natural 2D images: all channels (e.g. R, G, B) in one file
+                yield CaseFiles(case_id, [str(first)], label, {"ndim": 2})
+                continue
             images = [str(path / "imagesTr" / f"{case_id}_{c:04d}{ending}") for c in range(len(channels))]
-            yield CaseFiles(case_id, images, str(path / "labelsTr" / f"{case_id}{ending}"))
+            yield CaseFiles(case_id, images, label)
 
     return DatasetInfo(declared, channels, ending), cases()
 
@@ -110,7 +119,7 @@ def _read_msd(path: Path) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
             image = (path / entry["image"]).resolve()
             label = (path / entry["label"]).resolve()
             case_id = image.name.split(".")[0]
-            yield CaseFiles(case_id, [str(image)], str(label), {"msd_channels": len(channels)})
+            yield CaseFiles(case_id, [str(image)], str(label), {"ndim": 4 if len(channels) > 1 else 3})
 
     return DatasetInfo(declared, channels), cases()
 
@@ -136,27 +145,38 @@ def _declared_from_config(ds: dict) -> dict[str, int]:
 
 
 def _read_pairs(path: Path, ds: dict) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
-    """`nifti` (files) and `dicom` (one series folder per case): images and labels matched by patterns."""
+    """`nifti`, `png` (files) and `dicom` (one series folder per case): images and labels matched by patterns."""
+    ndim = 2 if ds["format"] == "png" else 3
 
     def cases() -> Iterator[CaseFiles]:
         for case_id, image in _pattern_cases(path, ds["image_pattern"]):
             label = path / ds["label_pattern"].replace("{case}", case_id)
-            yield CaseFiles(case_id, [str(image)], str(label) if label.exists() else None)
+            yield CaseFiles(case_id, [str(image)], str(label) if label.exists() else None, {"ndim": ndim})
 
     return DatasetInfo(_declared_from_config(ds), [ds["modality"]]), cases()
+
+
+def _read_synthetic(path: Path, ds: dict) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
+    """The phantoms: `ct3d` is an nnU-Net raw dataset, `png2d` a folder of PNG images and masks."""
+    if synthetic.kind(ds) == "png2d":
+        info, cases = _read_pairs(path, {**ds, "format": "png", **synthetic.PNG_PATTERNS})
+        info.declared = dict(synthetic.PNG_LABELS)
+        return info, cases
+    return _read_nnunet(path)
 
 
 READERS = {
     "nnunet": lambda path, ds: _read_nnunet(path),
     "msd": lambda path, ds: _read_msd(path),
-    "synthetic": lambda path, ds: _read_nnunet(path),
+    "synthetic": _read_synthetic,
     "nifti": _read_pairs,
     "dicom": _read_pairs,
+    "png": _read_pairs,
 }
 
 
 def dataset_path(layout: Layout, ds: dict) -> Path:
-    """Where a dataset lives; the synthetic phantom is written under results_dir/raw by default."""
+    """Where a dataset lives; the built-in ones (phantoms, mni152) are written under results_dir/raw by default."""
     if ds.get("path"):
         return Path(ds["path"])
     return Path(layout.raw_dir(ds["name"]))
@@ -260,21 +280,169 @@ def read_dicom_series(folder: str) -> sitk.Image:
     return reader.Execute()
 
 
-def read_image(path: str) -> sitk.Image:
-    """Any image a dataset can hold: a file SimpleITK reads, or a folder with one DICOM series."""
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def is_raster(path: str | Path) -> bool:
+    """A 2D raster file (PNG, JPG, TIFF, BMP): read with Pillow, spacing from the config."""
+    return str(path).lower().endswith(RASTER_SUFFIXES)
+
+
+def _open_raster(path: str, what: str):
+    """A Pillow image, fully decoded (a truncated file fails here, not later)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        im = Image.open(path)
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            raise CaseError(path, f"{what} file has {frames} frames/pages; expected one 2D image")
+        im.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise CaseError(path, f"{what} file is unreadable or truncated ({err})") from err
+    return im
+
+
+def raster_pixels(path: str) -> np.ndarray:
+    """A 2D image's pixels: (H, W) grey or (H, W, 3) RGB. Alpha is dropped; palette, CMYK, ... become RGB;
+    an RGB image whose three channels are equal is grey."""
+    im = _open_raster(path, "image")
+    if im.mode in ("1", "LA", "La"):
+        im = im.convert("L")
+    elif im.mode not in ("L", "RGB", "I", "F") and not im.mode.startswith("I;16"):
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    if arr.ndim == 3 and (arr == arr[..., :1]).all():
+        arr = arr[..., 0]
+    return np.ascontiguousarray(arr)
+
+
+def raster_mask(path: str, threshold: float | None = None) -> np.ndarray:
+    """A 2D mask's label values (H, W): grey and index masks as stored, palette masks as their indices,
+    RGB masks only when their channels are equal (or binarised with `threshold`, e.g. JPEG masks)."""
+    im = _open_raster(path, "label")
+    if im.mode in ("LA", "PA"):
+        arr = np.asarray(im)[..., 0]
+    elif im.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
+        rgb = np.asarray(im.convert("RGB"))
+        if (rgb == rgb[..., :1]).all():
+            arr = rgb[..., 0]
+        elif threshold is not None:
+            arr = np.asarray(im.convert("L"))
+        else:
+            raise CaseError(
+                path,
+                "colour mask (its RGB channels differ): give masks as grey, index or palette images, "
+                "or set mask_threshold for binary masks saved as colour JPEG",
+            )
+    else:  # "1", "L", "P" (palette indices), "I;16", "I", "F"
+        arr = np.asarray(im)
+    if threshold is not None:
+        arr = (arr >= threshold).astype(np.uint8)
+    elif arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def raster_image(path: str, spacing=None) -> sitk.Image:
+    """A 2D raster image as a SimpleITK image (vector pixels for RGB), origin 0, identity direction."""
+    arr = raster_pixels(path)
+    img = sitk.GetImageFromArray(arr, isVector=arr.ndim == 3)
+    img.SetSpacing([float(v) for v in (spacing or (1.0, 1.0))])
+    return img
+
+
+def read_image(path: str, spacing=None) -> sitk.Image:
+    """Any image a dataset can hold: a file SimpleITK reads, a folder with one DICOM series, or a 2D raster
+    file (PNG/JPG/TIFF/BMP; `spacing` (x, y) in mm, 1 by default, since these files carry none)."""
     if Path(path).is_dir():
         return read_dicom_series(path)
+    if is_raster(path):
+        return raster_image(path, spacing)
     return sitk.ReadImage(path)
 
 
-def _read_image(path: str, what: str) -> sitk.Image:
+def _read_image(path: str, what: str, spacing=None) -> sitk.Image:
     if not Path(path).exists():
         raise CaseError(path, f"{what} file is missing")
     try:
-        return read_image(path)
+        return read_image(path, spacing)
     except RuntimeError as err:
         msg = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
         raise CaseError(path, f"{what} file is unreadable or truncated ({msg})") from err
+
+
+def is_dicom_seg(path: str | Path) -> bool:
+    """A DICOM-SEG label file (a single .dcm file beside a DICOM series)."""
+    return str(path).lower().endswith(".dcm") and Path(path).is_file()
+
+
+def read_dicom_seg(path: str, series_folder: str) -> np.ndarray:
+    """A DICOM-SEG's segments as a label array (z, y, x) on the grid of the series it segments.
+
+    Read with highdicom: frames are matched to the series' slices by their SOP Instance UIDs (so the
+    label has the image's geometry by construction); the value of a voxel is its segment number.
+    """
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(path)
+    except Exception as err:  # pydicom/highdicom raise many types for a bad file
+        raise CaseError(path, f"label file is not a readable DICOM-SEG ({type(err).__name__}: {err})") from err
+    if not Path(series_folder).is_dir():
+        raise CaseError(path, "a DICOM-SEG label needs its image as a DICOM series folder")
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(series_folder)
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(series_folder, series[0]) if series else ()
+    uids = []
+    for f in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(f)
+        reader.ReadImageInformation()
+        uids.append(reader.GetMetaData("0008|0018").strip())
+    try:
+        arr = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids,
+            combine_segments=True,
+            relabel=False,
+            assert_missing_frames_are_empty=True,
+        )
+    except Exception as err:
+        raise CaseError(path, f"DICOM-SEG does not fit the image series {series_folder} ({err})") from err
+    return np.asarray(arr)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a dataset's files are read: 2D spacing and mask binarisation (png)."""
+
+    spacing: tuple[float, ...] | None = None
+    mask_threshold: float | None = None
+
+    @classmethod
+    def of(cls, ds: dict) -> ReadOptions:
+        spacing = ds.get("spacing")
+        if ds["format"] == "synthetic" and synthetic.kind(ds) == "png2d":
+            spacing = synthetic.png_spacing(ds)
+        return cls(tuple(float(v) for v in spacing) if spacing else None, ds.get("mask_threshold"))
+
+
+def read_label(path: str, image: sitk.Image, image_path: str, options: ReadOptions) -> sitk.Image:
+    """A label file as an image: 2D masks (with the image's spacing), DICOM-SEG (on the series' grid),
+    or any file SimpleITK reads."""
+    if not Path(path).exists():
+        raise CaseError(path, "label file is missing")
+    if is_raster(path):
+        lab = sitk.GetImageFromArray(raster_mask(path, options.mask_threshold))
+        lab.SetSpacing([float(v) for v in (options.spacing or (1.0, 1.0))])
+        return lab
+    if is_dicom_seg(path):
+        arr = read_dicom_seg(path, image_path)
+        if arr.shape != sitk.GetArrayViewFromImage(image).shape[: arr.ndim]:
+            raise CaseError(path, f"DICOM-SEG grid {arr.shape[::-1]} differs from the image's {image.GetSize()}")
+        lab = sitk.GetImageFromArray(arr.astype(np.uint16 if arr.max(initial=0) > 255 else np.uint8))
+        lab.CopyInformation(image)
+        return lab
+    return _read_image(path, "label")
 
 
 def _check_dims(img: sitk.Image, path: str, ndim: int) -> None:
@@ -322,22 +490,29 @@ def _rounded(values) -> tuple[float, ...]:
     return tuple(round(float(x), 4) for x in values)
 
 
-def validate_case(files: CaseFiles, info: DatasetInfo, sources: dict[int, list[int]], names: dict[int, str]) -> dict:
+def validate_case(
+    files: CaseFiles,
+    info: DatasetInfo,
+    sources: dict[int, list[int]],
+    names: dict[int, str],
+    options: ReadOptions | None = None,
+) -> dict:
     """Check one case; return its manifest fields or raise CaseError naming the file and problem."""
+    options = options or ReadOptions()
     if files.label is None:
         raise CaseError(files.images[0], "no label file for this image")
     content = [_hash_and_check(p, "image") for p in files.images] + [_hash_and_check(files.label, "label")]
-    images = [_read_image(p, "image") for p in files.images]
-    expected_dim = 4 if files.extra.get("msd_channels", 1) > 1 else 3
+    images = [_read_image(p, "image", options.spacing) for p in files.images]
+    expected_dim = files.extra.get("ndim", 3)  # 2: png; 4: MSD multi-modal (x, y, z, channel)
     ref = images[0]
     _check_dims(ref, files.images[0], expected_dim)
-    if expected_dim == 4:  # MSD multi-modal: 4D (x, y, z, channel); validate geometry on channel 0
+    if expected_dim == 4:  # validate geometry on channel 0
         ref = ref[:, :, :, 0]
     for path, img in zip(files.images[1:], images[1:], strict=True):
-        _check_dims(img, path, 3)
+        _check_dims(img, path, ref.GetDimension())
         _check_same_geometry(ref, img, path)
-    lab = _read_image(files.label, "label")
-    _check_dims(lab, files.label, 3)
+    lab = read_label(files.label, ref, files.images[0], options)
+    _check_dims(lab, files.label, ref.GetDimension())
     _check_same_geometry(ref, lab, files.label)
     for path, img in zip(files.images, images, strict=True):
         _check_finite(path, img)
@@ -349,8 +524,11 @@ def validate_case(files: CaseFiles, info: DatasetInfo, sources: dict[int, list[i
     values = set(np.unique(lab_arr).tolist())
     undeclared = sorted(values - set(info.declared.values()))
     if undeclared:
+        shown = undeclared if len(undeclared) <= 10 else [*undeclared[:10], "..."]
+        hint = " (a binary JPEG mask? set mask_threshold)" if is_raster(files.label) and len(undeclared) > 2 else ""
         raise CaseError(
-            files.label, f"label values {undeclared} are not declared (declared: {sorted(info.declared.values())})"
+            files.label,
+            f"label values {shown} are not declared (declared: {sorted(info.declared.values())}){hint}",
         )
     study = map_labels(lab_arr.astype(np.int64), sources)
     counts = np.bincount(study.ravel(), minlength=len(names) + 1)
@@ -367,11 +545,15 @@ def validate_case(files: CaseFiles, info: DatasetInfo, sources: dict[int, list[i
         "direction": list(ref.GetDirection()),
         "labels_present": present,
         "content_hash": _combine(content),
+        "_colour": images[0].GetNumberOfComponentsPerPixel() == 3,
     }
 
 
 def _combine(hashes: list[str]) -> str:
     return hashlib.sha256("".join(hashes).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- patient ids
 
 
 def patient_of(case_id: str, pattern: str | None) -> str:
@@ -384,33 +566,95 @@ def patient_of(case_id: str, pattern: str | None) -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
+def patient_csv_path(ds: dict, root: Path) -> Path | None:
+    """The patient CSV of a dataset (relative paths are under the dataset folder), or None."""
+    spec = ds.get("patient_id")
+    if not isinstance(spec, dict):
+        return None
+    path = Path(spec["csv"])
+    return path if path.is_absolute() else root / path
+
+
+class PatientIds:
+    """case id -> patient id, from the config's `patient_id`: a regex on the case id, or a CSV's columns.
+
+    With a CSV, a case it does not list (or lists with an empty or two different patient ids) is
+    rejected: splitting it without knowing its patient could leak a patient across train and test.
+    """
+
+    def __init__(self, ds: dict, root: Path):
+        spec = ds.get("patient_id")
+        self.pattern = spec if isinstance(spec, str) else None
+        self.csv = patient_csv_path(ds, root)
+        self.table: dict[str, set[str]] = {}
+        if self.csv is None:
+            return
+        if not self.csv.is_file():
+            raise FileNotFoundError(f"dataset {ds['name']}: patient_id CSV {self.csv} not found")
+        frame = pd.read_csv(self.csv, dtype=str, keep_default_na=False)
+        case_col, patient_col = spec.get("case_column", "case_id"), spec.get("patient_column", "patient_id")
+        missing = [c for c in (case_col, patient_col) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{self.csv}: column(s) {missing} not found (columns: {list(frame.columns)})")
+        self.case_col = case_col
+        for case, patient in zip(frame[case_col].str.strip(), frame[patient_col].str.strip(), strict=True):
+            self.table.setdefault(case, set()).add(patient)
+
+    def __call__(self, case_id: str) -> str:
+        if self.csv is None:
+            return patient_of(case_id, self.pattern)
+        patients = self.table.get(case_id)
+        if patients is None:
+            raise CaseError(self.csv, f"case '{case_id}' is not listed in column '{self.case_col}'")
+        if len(patients) > 1 or "" in patients:
+            raise CaseError(self.csv, f"case '{case_id}' has an empty or conflicting patient id {sorted(patients)}")
+        return next(iter(patients))
+
+
 # ---------------------------------------------------------------- the stage
+
+
+def write_builtin(ds: dict, root: Path, seed: int) -> None:
+    """Materialise a built-in dataset (phantoms, mni152) at its path; same settings, same bytes."""
+    if ds["format"] == "synthetic":
+        synthetic.write_dataset(root, seed, ds.get("synthetic"))
+    elif ds.get("builtin"):
+        from samstudy import builtin
+
+        builtin.write(root, ds["builtin"])
 
 
 def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) -> pd.DataFrame:
     """Read, validate and record one dataset; writes the dataset's manifest rows, rejections and info."""
     name = ds["name"]
     root = dataset_path(layout, ds).resolve()  # the manifest holds absolute paths: jobs run from anywhere
-    if ds["format"] == "synthetic":
-        synthetic.write_dataset(root, seed, ds.get("synthetic"))
+    write_builtin(ds, root, seed)
     if ds["format"] not in READERS:
         raise NotImplementedError(f"dataset {name}: format '{ds['format']}' is not supported yet")
     info, found = READERS[ds["format"]](root, ds)
+    if ds.get("builtin"):
+        from samstudy import builtin
+
+        info.declared = builtin.declared_labels(ds["builtin"])
     names, sources = label_mapping(ds, info)
-    rows, rejected, seen = [], [], set()
-    for files in tqdm(list(found), desc=f"ingest {name}", unit="case"):
+    options = ReadOptions.of(ds)
+    patient_ids = PatientIds(ds, root)
+    rows, rejected, seen, colour = [], [], set(), False
+    # `found` is a generator: one case's files are found, read and validated at a time.
+    for files in tqdm(found, desc=f"ingest {name}", unit="case"):
         try:
             if files.case_id in seen:
                 raise CaseError(files.images[0], f"duplicate case id '{files.case_id}'")
             seen.add(files.case_id)
-            row = validate_case(files, info, sources, names)
-            row["patient_id"] = patient_of(files.case_id, ds.get("patient_id"))
+            row = validate_case(files, info, sources, names, options)
+            row["patient_id"] = patient_ids(files.case_id)
         except CaseError as err:
             log.error("rejected %s/%s: %s", name, files.case_id, err)
             if strict:
                 raise
             rejected.append({"dataset": name, "case_id": files.case_id, "file": err.file, "reason": err.reason})
             continue
+        colour |= row.pop("_colour")
         rows.append({"dataset": name, "modality": ds["modality"], "role": ds["role"], **row})
     if not rows:
         raise ValueError(f"dataset {name}: no valid case found under {root}")
@@ -428,7 +672,9 @@ def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) ->
             "role": ds["role"],
             "labels": names,
             "label_sources": sources,
-            "channels": info.channels,
+            # 2D colour datasets: R, G, B (a grey image among them is replicated where channels must agree)
+            "channels": ["R", "G", "B"] if colour else info.channels,
+            "read": {"spacing": options.spacing, "mask_threshold": options.mask_threshold},
         },
     )
     log.info("dataset %s: %d accepted, %d rejected", name, len(rows), len(rejected))
@@ -458,10 +704,49 @@ def load_dataset_table(layout: Layout, dataset: str) -> tuple[pd.DataFrame, dict
     return pd.read_parquet(layout.ingest_table(dataset)), info
 
 
+def _options(info: dict) -> ReadOptions:
+    read = info.get("read") or {}
+    spacing = read.get("spacing")
+    return ReadOptions(tuple(spacing) if spacing else None, read.get("mask_threshold"))
+
+
 def read_case(row, info: dict) -> tuple[sitk.Image, np.ndarray]:
-    """A manifest row's first image channel (SimpleITK image) and its study label array (z, y, x)."""
-    image = read_image(row["images"][0])
+    """A manifest row's image (SimpleITK; the first channel of a 4D file; 2D images keep their RGB
+    pixels) and its study label array ((z, y, x), or (y, x) for a 2D case)."""
+    options = _options(info)
+    image = read_image(row["images"][0], options.spacing)
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
-    label = sitk.GetArrayFromImage(sitk.ReadImage(row["label"])).astype(np.int64)
-    return image, map_labels(label, info["label_sources"])
+    label = read_label(row["label"], image, row["images"][0], options)
+    return image, map_labels(sitk.GetArrayFromImage(label).astype(np.int64), info["label_sources"])
+
+
+def reference_geometry(reference) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """(size, spacing, origin, direction) of a case's image, from its manifest row (a mapping with
+    `shape`, `spacing`, `origin`, `direction`: exact, and right for 2D files whose spacing comes from the
+    config) or from an image path (header only; a DICOM series folder is read whole; 4D -> its 3D part)."""
+    if not isinstance(reference, str | Path):
+        return (
+            tuple(int(v) for v in reference["shape"]),
+            tuple(float(v) for v in reference["spacing"]),
+            tuple(float(v) for v in reference["origin"]),
+            tuple(float(v) for v in reference["direction"]),
+        )
+    if Path(reference).is_dir() or is_raster(reference):
+        img = read_image(str(reference))
+        size, spacing, origin, direction, dim = (
+            img.GetSize(),
+            img.GetSpacing(),
+            img.GetOrigin(),
+            img.GetDirection(),
+            img.GetDimension(),
+        )
+    else:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(reference))
+        reader.ReadImageInformation()
+        size, spacing, origin = reader.GetSize(), reader.GetSpacing(), reader.GetOrigin()
+        direction, dim = reader.GetDirection(), reader.GetDimension()
+    keep = min(dim, 3)
+    direction = tuple(np.asarray(direction).reshape(dim, dim)[:keep, :keep].ravel().tolist())
+    return tuple(size[:keep]), tuple(spacing[:keep]), tuple(origin[:keep]), direction

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from samstudy.ingest import load_dataset_table, read_case, read_image
+from samstudy.ingest import is_raster, load_dataset_table, read_case, read_image
 from samstudy.io import atomic_path, read_json, sha256_json, write_json
 from samstudy.models import resolve_device
 from samstudy.paths import Layout, nnunet_run_name
@@ -78,6 +78,15 @@ def _header_dimension(path: str) -> int:
     return reader.GetDimension()
 
 
+def _channels_2d(path: str, info: dict) -> list[sitk.Image]:
+    """A 2D image file's channels as scalar images; a grey image in a colour dataset is repeated 3 times."""
+    spacing = (info.get("read") or {}).get("spacing")
+    img = read_image(path, spacing)
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        return [sitk.VectorIndexSelectionCast(img, c) for c in range(img.GetNumberOfComponentsPerPixel())]
+    return [img] * len(info.get("channels") or [None])
+
+
 def export(layout: Layout, dataset: str, dataset_id: int) -> dict:
     """Write the nnU-Net raw dataset and splits_final.json for one study dataset."""
     env = setup_environment(layout)
@@ -94,8 +103,14 @@ def export(layout: Layout, dataset: str, dataset_id: int) -> dict:
         folder = "imagesTs" if case in test else "imagesTr"
         images = list(row["images"])
         first = images[0]
-        if len(images) == 1 and (Path(first).is_dir() or not first.endswith((".nii", ".nii.gz"))
-                                 or _header_dimension(first) == 4):  # fmt: skip
+        if is_raster(first):
+            # 2D image files: one 2D NIfTI per channel with the configured spacing (nnU-Net reads 2D NIfTI
+            # and writes its predictions in the same 2D geometry); colour datasets get R, G, B.
+            for c, channel in enumerate(_channels_2d(first, info)):
+                with atomic_path(raw / folder / f"{case}_{c:04d}.nii.gz") as tmp:
+                    sitk.WriteImage(channel, str(tmp), useCompression=True)
+        elif len(images) == 1 and (Path(first).is_dir() or not first.endswith((".nii", ".nii.gz"))
+                                   or _header_dimension(first) == 4):  # fmt: skip
             # DICOM series, other formats and 4D multi-channel files become one NIfTI per channel
             img = read_image(first)
             channels = [img[:, :, :, c] for c in range(img.GetSize()[3])] if img.GetDimension() == 4 else [img]

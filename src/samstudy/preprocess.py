@@ -1,9 +1,11 @@
 """Preprocess: modality-aware intensities, 2D slices along a chosen axis, and the model-frame transforms.
 
-Stage output, one .npz per case: uint8 slices (n, H, W) at native resolution, the study label slices,
-and the axis they were cut along. Nothing is resampled here, so putting a prediction back is a transpose
-plus CopyInformation from the original image: exact. The model-frame transform (resize the longest side,
-normalise, pad bottom/right) and its inverse live here too, so embed, infer and train share them.
+Stage output, one .npz per case: uint8 slices at native resolution -- (n, H, W), or (n, H, W, 3) for an
+RGB 2D image, which keeps its colour for the encoder --, the study label slices (n, H, W) (use their shape
+for the slice geometry) and the axis they were cut along. A 2D case is one slice (n = 1, axis 0). Nothing
+is resampled here, so putting a prediction back is a transpose plus the original geometry: exact. The
+model-frame transform (resize the longest side, normalise, pad bottom/right) and its inverse live here too,
+so embed, infer and train share them.
 """
 
 from __future__ import annotations
@@ -70,18 +72,35 @@ def preprocess_params(ds: dict, settings: dict) -> dict:
     }
 
 
+def image_2d(array: np.ndarray, modality: str, window: dict, percentiles: list[float]) -> np.ndarray:
+    """A 2D image (H, W) or (H, W, 3) -> uint8. 8-bit images (photographs, PNG/JPG exports) are display-
+    ready and kept as they are, colour included; others (16-bit, float) get the modality's rule."""
+    if array.dtype == np.uint8:
+        return array
+    return intensity(array.astype(np.float32), modality, window, percentiles)
+
+
+def preprocess_case(row, info: dict, params: dict) -> dict[str, np.ndarray]:
+    """One case's arrays: slices (uint8), labels (uint8 (n, H, W)) and the slice axis."""
+    image, label = read_case(row, info)
+    if image.GetDimension() == 2:  # a 2D image is one slice
+        slices = image_2d(sitk.GetArrayFromImage(image), row["modality"], params["window"], params["mr_percentiles"])
+        return {"slices": slices[None], "labels": label.astype(np.uint8)[None], "axis": np.int64(0)}
+    axis = slice_axis(image.GetDirection(), params["slice_axis"])
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    slices = to_slices(intensity(array, row["modality"], params["window"], params["mr_percentiles"]), axis)
+    return {"slices": slices, "labels": to_slices(label.astype(np.uint8), axis), "axis": np.int64(axis)}
+
+
 def preprocess_dataset(layout: Layout, ds: dict, settings: dict) -> None:
     """Write one .npz of uint8 slices + label slices per case of a dataset."""
     table, info = load_dataset_table(layout, ds["name"])
     params = preprocess_params(ds, settings)
     for row in tqdm(table.to_dict("records"), desc=f"preprocess {ds['name']}", unit="case"):
-        image, label = read_case(row, info)
-        axis = slice_axis(image.GetDirection(), params["slice_axis"])
-        array = sitk.GetArrayFromImage(image).astype(np.float32)
-        slices = to_slices(intensity(array, row["modality"], params["window"], params["mr_percentiles"]), axis)
+        arrays = preprocess_case(row, info, params)
         with atomic_path(layout.preprocessed_case(ds["name"], row["case_id"])) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, slices=slices, labels=to_slices(label.astype(np.uint8), axis), axis=np.int64(axis))
+                np.savez(fh, **arrays)
 
 
 def load_preprocessed(layout: Layout, dataset: str, case: str) -> dict[str, np.ndarray]:
@@ -99,10 +118,14 @@ def resized_shape(h: int, w: int, size: int) -> tuple[int, int]:
 
 
 def to_model_input(slices: np.ndarray, spec: InputSpec) -> torch.Tensor:
-    """uint8 (n, H, W) -> float (n, 3, S, S): resize longest side, normalise, pad bottom/right with 0."""
-    x = torch.from_numpy(slices).float()[:, None]
+    """uint8 (n, H, W) grey or (n, H, W, 3) RGB -> float (n, 3, S, S): resize longest side, normalise, pad
+    bottom/right with 0. Grey slices are repeated over the three channels (after resizing: cheaper)."""
+    x = torch.from_numpy(np.ascontiguousarray(slices)).float()
+    x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
     nh, nw = resized_shape(x.shape[-2], x.shape[-1], spec.size)
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).repeat(1, 3, 1, 1)
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
     if spec.pixel_mean == (0.0, 0.0, 0.0):
         # MedSAM / LiteMedSAM: per-image min-max to [0, 1]
         lo = x.amin(dim=(1, 2, 3), keepdim=True)
