@@ -100,3 +100,87 @@ def test_evaluate_run_scores_every_test_case_and_refuses_a_wrong_geometry(study)
     sitk.WriteImage(bad, layout.prediction("gt", "phantom", cases[0]))
     with pytest.raises(ValueError, match="direction"):
         evaluate_run(layout, "phantom", "gt", run_info, cfg["evaluate"])
+
+
+def test_nsd_tolerance_per_label_by_name_value_or_default():
+    from samstudy.evaluate import nsd_tolerances
+
+    labels = {1: "liver", 2: "spleen", 3: "kidney"}
+    assert nsd_tolerances(2.0, labels) == {1: 2.0, 2: 2.0, 3: 2.0}
+    assert nsd_tolerances({"liver": 1.0, "2": 3.0, "default": 2.5}, labels) == {1: 1.0, 2: 3.0, 3: 2.5}
+    assert nsd_tolerances({3: 4.0, "liver": 1, "spleen": 2}, labels) == {1: 1.0, 2: 2.0, 3: 4.0}
+    with pytest.raises(ValueError, match="no tolerance for label 'kidney'"):
+        nsd_tolerances({"liver": 1.0, "spleen": 1.0}, labels)
+    with pytest.raises(ValueError, match="name no label"):
+        nsd_tolerances({"lung": 1.0, "default": 1.0}, labels)
+
+
+def test_score_case_uses_each_labels_own_tolerance():
+    import SimpleITK as sitk
+
+    from samstudy.evaluate import score_case
+
+    gt = np.zeros((20, 20, 30), dtype=np.uint8)
+    gt[5:11, 5:11, 3:9] = 1
+    gt[5:11, 5:11, 18:24] = 2
+    pred = np.zeros_like(gt)
+    pred[5:11, 5:11, 5:11] = 1  # both cubes shifted 2 voxels (2 mm) along x
+    pred[5:11, 5:11, 20:26] = 2
+    image = sitk.GetImageFromArray(np.zeros(gt.shape, dtype=np.int16))
+    pred_img = sitk.GetImageFromArray(pred)
+    rows = score_case(pred_img, image, gt, {1: "a", 2: "b"}, {1: 1.0, 2: 2.0}, "p.nii.gz")
+    nsd = {r["label"]: r["nsd"] for r in rows}
+    # every surface point is within 2 mm of the other surface, but not within 1 mm
+    assert nsd["b"] == pytest.approx(1.0) and nsd["a"] < 0.9
+    assert [r["dice"] for r in rows] == pytest.approx([2 * 6 * 6 * 4 / (2 * 216)] * 2)
+
+
+def test_clicks_and_box3d_through_inference_evaluation_summary_and_report(study, tiny_model):
+    import pandas as pd
+
+    from samstudy.embed import embed_dataset
+    from samstudy.evaluate import evaluate_clicks, evaluate_run, summarize
+    from samstudy.infer import eval_cases, infer_dataset
+    from samstudy.io import read_json
+    from samstudy.prompts import make_prompts
+    from samstudy.report import _clicks_section
+
+    cfg, layout = study
+    embed = {"slices": "needed", "slice_margin": 0, "batch_size": 2, "device": "cpu", "precision": "fp32"}
+    embed_dataset(layout, "phantom", "litemedsam", {"type": "litemedsam"}, embed)
+    settings = {"components": "union", "clicks": {"rounds": 2, "start": "box"}, "box3d": {"margin_px": 3}}
+    method = {"model": "litemedsam", "adaptation": "none"}
+    info = {"method": "zeroshot", "model": "litemedsam", "adaptation": "none", "prompted": True}
+    for protocol in ("clicks", "box3d"):
+        make_prompts(layout, "phantom", protocol, settings, cfg["seed"])
+        infer_dataset(layout, "phantom", "zeroshot", method, {"type": "litemedsam"}, protocol, "cpu")
+        evaluate_run(layout, "phantom", f"zeroshot.{protocol}", {**info, "protocol": protocol}, cfg["evaluate"])
+    evaluate_clicks(layout, "phantom", "zeroshot.clicks", {**info, "protocol": "clicks"}, cfg["evaluate"])
+    parts = [("zeroshot.clicks", "phantom"), ("zeroshot.box3d", "phantom")]
+    summary = summarize(layout, parts, cfg["seed"], parts[:1])
+
+    cases = eval_cases(layout, "phantom")
+    clicks = pd.read_parquet(layout.click_metrics())
+    assert len(clicks) == len(cases) * 3 * 3 and sorted(clicks["clicks"].unique()) == [0, 1, 2]
+    assert clicks["prompted"].all() and clicks["dice"].between(0, 1).all()
+    # the volume after the last click is the run's prediction: same scores
+    final = clicks[clicks["clicks"] == 2].set_index(["case_id", "label"])["dice"].sort_index()
+    metrics = pd.read_parquet(layout.metrics())
+    scored = metrics[metrics["run"] == "zeroshot.clicks"].set_index(["case_id", "label"])["dice"].sort_index()
+    assert final.to_dict() == pytest.approx(scored.to_dict())
+    assert set(summary["zeroshot.clicks"]["phantom"]["mean_dice_after_clicks"]) == {"0", "1", "2"}
+    curve = pd.read_csv(layout.clicks_plot())
+    assert list(curve["clicks"]) == [0, 1, 2] and set(curve["series"]) == {"zeroshot.clicks/phantom"}
+    # the clicks used are recorded: each within the slice, at most one per round, signed
+    record = read_json(layout.prompt_record("zeroshot.clicks", "phantom", cases[0]))
+    assert record["rounds"] == 2 and record["objects"]
+    for obj in record["objects"]:
+        assert [c["round"] for c in obj["clicks"]] == sorted({c["round"] for c in obj["clicks"]})
+        assert all(c["label"] in (0, 1) and c["region_px"] > 0 for c in obj["clicks"])
+    # box3d: one 3D box per label, propagated inside its slice range only
+    record = read_json(layout.prompt_record("zeroshot.box3d", "phantom", cases[0]))
+    for obj in record["objects"]:
+        s0, s1 = obj["box3d"][2], obj["box3d"][5]
+        assert all(s0 <= u["slice"] <= s1 for u in obj["propagation"])
+    section = _clicks_section(layout)
+    assert "Dice vs clicks" in section and "<table" in section and "prompted" in section

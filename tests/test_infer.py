@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
@@ -98,3 +99,122 @@ def test_point_prompts_real_weights_and_single_point_mask_choice():
 
     expected = logits_to_native(low[:, int(iou.argmax())][:, None], mask.shape, LITEMEDSAM_INPUT)[0]
     assert torch.allclose(chosen, expected, atol=1e-5)
+
+
+def _oracle_box_decoder(volume: np.ndarray, calls: list):
+    """A stand-in for decode_prompts: predicts the ground truth inside the given box (logit +5, else -5).
+
+    Embeddings are the slice index itself, so the oracle knows which slice it is asked about."""
+
+    def fake(model, embedding, prompts, hw):
+        s = int(embedding)
+        x0, y0, x1, y1 = prompts[0]["box"]
+        calls.append((s, list(prompts[0]["box"])))
+        inside = np.zeros(hw, dtype=bool)
+        inside[y0 : y1 + 1, x0 : x1 + 1] = True
+        return torch.from_numpy(np.where(volume[s] & inside, 5.0, -5.0)).float()[None]
+
+    return fake
+
+
+def _cone(n=9, hw=(40, 40)) -> np.ndarray:
+    """Squares growing by 2 px per side per slice from slice 1 to 7 (side 3 at slice 1 ... 27 at slice 7)."""
+    volume = np.zeros((n, *hw), dtype=bool)
+    for s in range(1, 8):
+        r = 1 + 2 * (s - 1)
+        volume[s, 20 - r : 20 + r + 1, 20 - r : 20 + r + 1] = True
+    return volume
+
+
+def test_box3d_propagates_from_the_middle_slice_with_the_previous_mask_box(monkeypatch):
+    from samstudy import infer
+    from samstudy.prompts import case_prompts, case_rng
+
+    volume = _cone()
+    (prompt,) = case_prompts(volume.astype(np.uint8), "box3d", {"components": "union"}, case_rng(0))
+    assert prompt["box3d"] == [7, 7, 1, 33, 33, 7]
+    embeddings = {s: np.array(s) for s in range(volume.shape[0])}
+    calls = []
+    monkeypatch.setattr(infer, "decode_prompts", _oracle_box_decoder(volume, calls))
+    preds, records = infer.predict_box3d(None, embeddings, [prompt], volume.shape[1:], 3, "c")
+    out = infer.assemble(volume.shape, preds)
+    assert np.array_equal(out == 1, volume)  # growth of 2 px per slice stays within the 3 px margin
+    # the middle slice (4) gets the 3D box's xy extent, then each slice its neighbour's mask box grown by 3
+    assert calls[0] == (4, [7, 7, 33, 33]) and calls[1] == (5, [10, 10, 30, 30]) and calls[4] == (3, [10, 10, 30, 30])
+    assert [c[0] for c in calls] == [4, 5, 6, 7, 3, 2, 1]
+    assert [u["slice"] for u in records[0]["propagation"]] == [1, 2, 3, 4, 5, 6, 7]
+    # without a margin the box cannot follow a growing object: later slices are cut at the previous box
+    calls.clear()
+    out0 = infer.assemble(volume.shape, infer.predict_box3d(None, embeddings, [prompt], volume.shape[1:], 0, "c")[0])
+    assert (out0[7] == 1).sum() < volume[7].sum() and not (out0.astype(bool) & ~volume).any()
+
+
+def test_box3d_stays_in_its_slice_range_and_stops_at_an_empty_prediction(monkeypatch):
+    from samstudy import infer
+
+    volume = _cone()
+    volume[6] = False  # a gap: the prediction on slice 6 is empty, so slice 7 is never reached
+    embeddings = {s: np.array(s) for s in range(volume.shape[0])}
+    calls = []
+    monkeypatch.setattr(infer, "decode_prompts", _oracle_box_decoder(volume, calls))
+    prompt = {"label": 2, "box3d": [7, 7, 3, 33, 33, 7]}  # slices 3..7 only; GT also on 1, 2
+    out = infer.assemble(volume.shape, infer.predict_box3d(None, embeddings, [prompt], volume.shape[1:], 3, "c")[0])
+    assert [c[0] for c in calls] == [5, 6, 4, 3]
+    assert [s for s in range(volume.shape[0]) if (out[s] == 2).any()] == [3, 4, 5]
+    # a slice in the range without a cached embedding is a clear error, not a silent gap
+    del embeddings[4]
+    with pytest.raises(KeyError, match="slice 4 needs a prediction but has no cached embedding"):
+        infer.predict_box3d(None, embeddings, [prompt], volume.shape[1:], 3, "case7")
+
+
+def test_clicks_correct_the_error_feed_the_mask_back_and_stop_when_exact(monkeypatch):
+    from samstudy import infer
+
+    labels = np.zeros((3, 30, 40), dtype=np.uint8)
+    labels[1, 5:20, 5:30] = 1
+    labels[1, 22:28, 32:38] = 2
+    start = np.zeros((30, 40), dtype=bool)
+    start[5:20, 5:20] = True  # label 1's first mask misses columns 20..29
+    calls = []
+
+    def fake_decode(model, embedding, prompts, hw, mask_input=None):
+        calls.append({"prompts": prompts, "mask_input": mask_input})
+        masks = []
+        for p in prompts:  # decoder prompts carry only box/points: the box tells the object
+            label = 1 if p["box"][0] == 5 else 2
+            masks.append(start if (label == 1 and mask_input is None) else labels[1] == label)
+        logits = torch.from_numpy(np.where(np.stack(masks), 4.0, -4.0)).float()
+        return torch.full((len(prompts), 1, 16, 16), float(len(calls))), logits
+
+    monkeypatch.setattr(infer, "decode", fake_decode)
+    prompts = [{"slice": 1, "label": 1, "box": [5, 5, 29, 19]}, {"slice": 1, "label": 2, "box": [32, 22, 37, 27]}]
+    stack, records = infer.predict_clicks(None, {1: np.zeros(1)}, prompts, labels, 3, "c")
+    assert stack.shape == (4, 3, 30, 40)
+    assert (stack[0, 1] == 1).sum() == start.sum() and np.array_equal(stack[1], labels)
+    assert np.array_equal(stack[3], labels)  # exact after one click: nothing changes any more
+    (click,) = records[0]["clicks"]
+    assert click["label"] == 1 and click["round"] == 1 and click["region_px"] == 150
+    x, y = click["xy"]
+    assert labels[1, y, x] == 1 and not start[y, x]
+    assert records[1]["clicks"] == []  # label 2 was exact from its box
+    # round 1 decodes only label 1, with box + the click and the previous low-res logits as mask prompt
+    assert len(calls) == 2 and calls[1]["prompts"] == [
+        {"box": [5, 5, 29, 19], "points": [click["xy"]], "point_labels": [1]}
+    ]
+    assert torch.equal(calls[1]["mask_input"], torch.full((1, 1, 16, 16), 1.0))
+
+
+def test_decode_feeds_a_mask_prompt_into_the_real_modules():
+    from samstudy.infer import decode
+    from samstudy.models import LITEMEDSAM_INPUT, LoadedModel
+    from tests.conftest import tiny_sam
+
+    tiny = LoadedModel("litemedsam", tiny_sam(), LITEMEDSAM_INPUT, None, "tiny")
+    emb = torch.randn(256, 64, 64, generator=torch.Generator().manual_seed(0)).numpy()
+    prompts = [{"box": [10, 10, 40, 30], "points": [[20, 20]], "point_labels": [0]}]
+    low, native = decode(tiny, emb, prompts, (48, 64))
+    assert low.shape == (1, 1, tiny.low_res_size, tiny.low_res_size) and native.shape == (1, 48, 64)
+    again, _ = decode(tiny, emb, prompts, (48, 64), mask_input=low)
+    assert again.shape == low.shape and not torch.allclose(again, low)  # the mask prompt changes the output
+    with pytest.raises(ValueError, match="one form"):
+        decode(tiny, emb, [prompts[0], {"box": [1, 1, 5, 5]}], (48, 64))

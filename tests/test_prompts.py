@@ -47,3 +47,89 @@ def test_point_protocols_store_points_not_boxes():
     prompts = case_prompts(labels, "points3", {"negative_points": 1}, case_rng(0))
     assert len(prompts) == 1 and "box" not in prompts[0]
     assert prompts[0]["point_labels"] == [1, 1, 1, 0] and len(prompts[0]["points"]) == 4
+
+
+def _two_rectangles() -> np.ndarray:
+    """One slice, label 1 as two separate rectangles: a large one (rows 2-9, cols 2-11) and a small one."""
+    labels = np.zeros((1, 20, 30), dtype=np.uint8)
+    labels[0, 2:10, 2:12] = 1  # 80 px
+    labels[0, 14:17, 20:26] = 1  # 18 px
+    return labels
+
+
+def test_components_union_all_largest():
+    from samstudy.prompts import prompt_target
+
+    labels = _two_rectangles()
+    union = case_prompts(labels, "box", {"components": "union"}, case_rng(0))
+    assert [p["box"] for p in union] == [[2, 2, 25, 16]] and "component" not in union[0]
+    every = case_prompts(labels, "box", {"components": "all"}, case_rng(0))
+    assert [(p["component"], p["box"]) for p in every] == [(1, [2, 2, 11, 9]), (2, [20, 14, 25, 16])]
+    largest = case_prompts(labels, "box", {"components": "largest"}, case_rng(0))
+    assert [p["box"] for p in largest] == [[2, 2, 11, 9]]
+    # a component prompt stands for exactly its component
+    assert prompt_target(labels[0], every[1]).sum() == 18 and prompt_target(labels[0], union[0]).sum() == 98
+
+
+def test_diagonal_neighbours_are_one_component():
+    from samstudy.prompts import objects
+
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[1, 1] = mask[2, 2] = mask[3, 3] = True
+    assert len(objects(mask, "all")) == 1
+
+
+def test_box3d_one_box_per_label_and_component_over_slices():
+    labels = np.zeros((8, 20, 30), dtype=np.uint8)
+    labels[2:6, 3:9, 4:15] = 1  # a cuboid on slices 2..5
+    labels[1:3, 12:15, 20:23] = 2
+    labels[6:8, 12:15, 20:23] = 2  # label 2: two blobs apart along the slices
+    prompts = case_prompts(labels, "box3d", {"components": "union"}, case_rng(0))
+    assert [(p["label"], p["box3d"]) for p in prompts] == [(1, [4, 3, 2, 14, 8, 5]), (2, [20, 12, 1, 22, 14, 7])]
+    split = case_prompts(labels, "box3d", {"components": "all"}, case_rng(0))
+    assert [p["box3d"][2::3] for p in split if p["label"] == 2] == [[1, 2], [6, 7]]
+    assert all("slice" not in p for p in prompts)
+
+
+def test_clicks_store_the_starting_prompt_only():
+    labels = np.zeros((2, 20, 30), dtype=np.uint8)
+    labels[1, 4:9, 10:25] = 1  # innermost point: row 6, col 17
+    box = case_prompts(labels, "clicks", {"clicks": {"start": "box", "rounds": 3}}, case_rng(0))
+    point = case_prompts(labels, "clicks", {"clicks": {"start": "point", "rounds": 3}}, case_rng(0))
+    assert box == [{"slice": 1, "label": 1, "box": [10, 4, 24, 8]}]
+    assert point == [{"slice": 1, "label": 1, "points": [[17, 6]], "point_labels": [1]}]
+
+
+def test_next_click_goes_to_the_centre_of_the_largest_error_with_the_right_sign():
+    from samstudy.prompts import next_click
+
+    target = np.zeros((30, 40), dtype=bool)
+    target[5:20, 5:30] = True
+    missed = target.copy()
+    missed[5:20, 20:30] = False  # the prediction misses columns 20..29: a 15 x 10 region, centre (12, 24/25)
+    click = next_click(missed, target)
+    assert click["label"] == 1 and click["region_px"] == 150
+    x, y = click["xy"]
+    assert target[y, x] and not missed[y, x] and y == 12 and x in (24, 25)
+    extra = target.copy()
+    extra[22:29, 2:38] = True  # a false area (7 x 36) larger than a small miss
+    extra[5:8, 5:8] = False
+    click = next_click(extra, target)
+    x, y = click["xy"]
+    assert click["label"] == 0 and extra[y, x] and not target[y, x] and y == 25
+    assert next_click(target, target) is None
+    tie = target.copy()
+    tie[5:7, 5:7] = False  # 4 px missed
+    tie[25:27, 30:32] = True  # 4 px false: a tie goes to the missed area
+    assert next_click(tie, target)["label"] == 1
+
+
+def test_make_prompts_records_settings_and_seed(study):
+    from samstudy.prompts import load_prompts, make_prompts
+
+    cfg, layout = study
+    settings = {"components": "union", "clicks": {"rounds": 2, "start": "box"}}
+    make_prompts(layout, "phantom", "clicks", settings, cfg["seed"])
+    artifact = load_prompts(layout, "phantom", "clicks")
+    assert artifact["settings"] == settings and artifact["seed"] == cfg["seed"]
+    assert all("box" in p and "points" not in p for ps in artifact["cases"].values() for p in ps)

@@ -92,10 +92,16 @@ def _evaluate(a, p, layout):
     evaluate_run(layout, a.dataset, a.run, p["run_info"], p["evaluate"])
 
 
+def _evaluate_clicks(a, p, layout):
+    from samstudy.evaluate import evaluate_clicks
+
+    evaluate_clicks(layout, a.dataset, a.run, p["run_info"], p["evaluate"])
+
+
 def _summarize(a, p, layout):
     from samstudy.evaluate import summarize
 
-    summarize(layout, [tuple(x) for x in p["parts"]], p["seed"])
+    summarize(layout, [tuple(x) for x in p["parts"]], p["seed"], [tuple(x) for x in p.get("click_parts", [])])
 
 
 def _report(a, p, layout):
@@ -116,6 +122,7 @@ VERBS = {
     "infer": (_infer, "predict one dataset with one method and protocol", ["dataset", "method", "protocol"]),
     "nnunet": (_nnunet, "nnU-Net v2 baseline: export | plan | train | predict", ["step", "dataset", "configuration"]),
     "evaluate": (_evaluate, "score one run on one dataset", ["dataset", "run"]),
+    "evaluate_clicks": (_evaluate_clicks, "score a clicks run after every click (Dice vs clicks)", ["dataset", "run"]),
     "summarize": (_summarize, "merge metrics into metrics.parquet and summary.json", []),
     "report": (_report, "write report/index.html", []),
 }

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from samstudy.infer import eval_cases
 from samstudy.ingest import load_dataset_table, read_case
-from samstudy.io import atomic_path, write_json, write_parquet
+from samstudy.io import atomic_path, read_json, write_json, write_parquet
 from samstudy.paths import Layout
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ METRIC_COLUMNS = [
     "gt_voxels",
     "pred_voxels",
 ]
+# The Dice-vs-clicks table: the same columns plus the number of correction clicks given so far.
+CLICK_COLUMNS = [*METRIC_COLUMNS[:10], "clicks", *METRIC_COLUMNS[10:]]
 
 
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx, tolerance_mm: float) -> dict[str, float]:
@@ -79,38 +81,94 @@ def _same_geometry(pred: sitk.Image, ref: sitk.Image) -> str | None:
     return None
 
 
+def nsd_tolerances(setting: float | dict, labels: dict) -> dict[int, float]:
+    """NSD tolerance in mm per label value, from `evaluate.nsd_tolerance_mm`.
+
+    A number applies to every label. A mapping gives a tolerance per label, keyed by the study label
+    name or its value (as a string or a number), with an optional `default` for the labels not named;
+    a label left without a tolerance, or a key naming no label, is an error.
+    """
+    if not isinstance(setting, dict):
+        return {int(v): float(setting) for v in labels}
+    named = {str(k): float(v) for k, v in setting.items()}
+    known = {str(v) for v in labels} | {str(n) for n in labels.values()} | {"default"}
+    unknown = sorted(set(named) - known)
+    if unknown:
+        raise ValueError(f"evaluate.nsd_tolerance_mm: {unknown} name no label (labels: {dict(labels)})")
+    out = {}
+    for value, name in labels.items():
+        for key in (str(name), str(value), "default"):
+            if key in named:
+                out[int(value)] = named[key]
+                break
+        else:
+            raise ValueError(
+                f"evaluate.nsd_tolerance_mm: no tolerance for label '{name}' (value {value}); name it or give a default"
+            )
+    return out
+
+
+def score_case(
+    pred_img: sitk.Image, image: sitk.Image, gt: np.ndarray, labels: dict, tolerances: dict[int, float], path: str
+) -> list[dict]:
+    """Metrics rows (label, label_value, dice, nsd, hd95, gt_voxels, pred_voxels) of one prediction."""
+    problem = _same_geometry(pred_img, image)
+    if problem:
+        raise ValueError(f"{path}: prediction geometry does not match the case: {problem}")
+    pred = sitk.GetArrayFromImage(pred_img)
+    spacing_zyx = tuple(reversed(image.GetSpacing()[:3]))
+    rows = []
+    for value, name in labels.items():
+        value = int(value)
+        m = binary_metrics(pred == value, gt == value, spacing_zyx, tolerances[value])
+        rows.append(
+            {
+                "label": name,
+                "label_value": value,
+                **m,
+                "gt_voxels": int((gt == value).sum()),
+                "pred_voxels": int((pred == value).sum()),
+            }
+        )
+    return rows
+
+
 def evaluate_run(layout: Layout, dataset: str, run: str, run_info: dict, settings: dict) -> pd.DataFrame:
     """Score every evaluation case of one run on one dataset; writes metrics/<run>/<dataset>.parquet."""
     table, info = load_dataset_table(layout, dataset)
     rows = table.set_index("case_id")
+    tolerances = nsd_tolerances(settings["nsd_tolerance_mm"], info["labels"])
     out = []
     for case in tqdm(eval_cases(layout, dataset), desc=f"evaluate {run}/{dataset}", unit="case"):
-        row = rows.loc[case].to_dict()
-        image, gt = read_case(row, info)
+        image, gt = read_case(rows.loc[case].to_dict(), info)
         path = layout.prediction(run, dataset, case)
-        pred_img = sitk.ReadImage(path)
-        problem = _same_geometry(pred_img, image)
-        if problem:
-            raise ValueError(f"{path}: prediction geometry does not match the case: {problem}")
-        pred = sitk.GetArrayFromImage(pred_img)
-        spacing_zyx = tuple(reversed(image.GetSpacing()[:3]))
-        for value, name in info["labels"].items():
-            m = binary_metrics(pred == value, gt == value, spacing_zyx, settings["nsd_tolerance_mm"])
-            out.append(
-                {
-                    "dataset": dataset,
-                    "case_id": case,
-                    "label": name,
-                    "label_value": int(value),
-                    "run": run,
-                    **run_info,
-                    **m,
-                    "gt_voxels": int((gt == value).sum()),
-                    "pred_voxels": int((pred == value).sum()),
-                }
-            )
+        for row in score_case(sitk.ReadImage(path), image, gt, info["labels"], tolerances, path):
+            out.append({"dataset": dataset, "case_id": case, "run": run, **run_info, **row})
     frame = pd.DataFrame(out, columns=METRIC_COLUMNS)
     write_parquet(layout.run_metrics(run, dataset), frame)
+    return frame
+
+
+def evaluate_clicks(layout: Layout, dataset: str, run: str, run_info: dict, settings: dict) -> pd.DataFrame:
+    """Score a `clicks` run's volume after every click (0 = the starting prompt) of every evaluation case,
+    with the same code, spacing and rules as `evaluate_run`; writes metrics/<run>/<dataset>.clicks.parquet."""
+    table, info = load_dataset_table(layout, dataset)
+    rows = table.set_index("case_id")
+    tolerances = nsd_tolerances(settings["nsd_tolerance_mm"], info["labels"])
+    out = []
+    for case in tqdm(eval_cases(layout, dataset), desc=f"evaluate clicks {run}/{dataset}", unit="case"):
+        image, gt = read_case(rows.loc[case].to_dict(), info)
+        record_path = layout.prompt_record(run, dataset, case)
+        try:
+            record = read_json(record_path)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{record_path}: no click record; was run {run} predicted with clicks?") from err
+        for clicks in range(record["rounds"] + 1):
+            path = layout.click_prediction(run, dataset, case, clicks)
+            for row in score_case(sitk.ReadImage(path), image, gt, info["labels"], tolerances, path):
+                out.append({"dataset": dataset, "case_id": case, "run": run, **run_info, "clicks": clicks, **row})
+    frame = pd.DataFrame(out, columns=CLICK_COLUMNS)
+    write_parquet(layout.run_click_metrics(run, dataset), frame)
     return frame
 
 
@@ -124,11 +182,15 @@ def bootstrap_ci(values: np.ndarray, seed: int, n: int = 1000, alpha: float = 0.
     return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 
-def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int) -> dict:
-    """Merge per-run metrics into metrics.parquet and write summary.json (DVC metrics)."""
+def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int, click_parts: list[tuple[str, str]] = ()) -> dict:
+    """Merge per-run metrics into metrics.parquet and summary.json (DVC metrics), and the `clicks` runs'
+    per-click metrics into dice_vs_clicks.parquet; write the DVC plot CSVs."""
     frames = [pd.read_parquet(layout.run_metrics(run, dataset)) for run, dataset in parts]
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)
     write_parquet(layout.metrics(), metrics)
+    click_frames = [pd.read_parquet(layout.run_click_metrics(run, dataset)) for run, dataset in click_parts]
+    clicks = pd.concat(click_frames, ignore_index=True) if click_frames else pd.DataFrame(columns=CLICK_COLUMNS)
+    write_parquet(layout.click_metrics(), clicks)
     summary: dict = {}
     for (run, dataset), group in metrics.groupby(["run", "dataset"], sort=True):
         entry = {"prompted": bool(group["prompted"].iloc[0]), "n_cases": int(group["case_id"].nunique())}
@@ -138,9 +200,26 @@ def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int) -> dict:
         entry["mean_dice_ci95"] = [lo, hi]
         entry["dice_per_label"] = {k: float(v) for k, v in group.groupby("label")["dice"].mean().items()}
         summary.setdefault(run, {})[dataset] = entry
+    for (run, dataset), group in clicks.groupby(["run", "dataset"], sort=True):
+        per_click = group.groupby("clicks")["dice"].mean()
+        summary.setdefault(run, {}).setdefault(dataset, {})["mean_dice_after_clicks"] = {
+            str(int(k)): float(v) for k, v in per_click.items()
+        }
     write_json(layout.summary(), summary)
     # DVC plot data: mean Dice per run and label (one row each), beside the metrics
     per_run = metrics.groupby(["run", "dataset", "label"], sort=True)["dice"].mean().reset_index()
     with atomic_path(layout.dice_plot()) as tmp:
         per_run.to_csv(tmp, index=False)
+    with atomic_path(layout.clicks_plot()) as tmp:
+        dice_vs_clicks_curve(clicks).to_csv(tmp, index=False)
     return summary
+
+
+def dice_vs_clicks_curve(clicks: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice (over cases and labels) per run, dataset and click count; `series` = run/dataset."""
+    columns = ["series", "run", "dataset", "clicks", "dice", "nsd", "hd95"]
+    if clicks.empty:
+        return pd.DataFrame(columns=columns)
+    curve = clicks.groupby(["run", "dataset", "clicks"], sort=True)[["dice", "nsd", "hd95"]].mean().reset_index()
+    curve["series"] = curve["run"] + "/" + curve["dataset"]
+    return curve[columns]

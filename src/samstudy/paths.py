@@ -95,6 +95,14 @@ class Layout:
     def prediction(self, run: str, dataset: str, case: str) -> str:
         return self._r("predictions", run, dataset, f"{case}.nii.gz")
 
+    def prompt_record(self, run: str, dataset: str, case: str) -> str:
+        """The prompts a dynamic protocol (clicks, box3d) actually used on one case, written by infer."""
+        return self._r("predictions", run, dataset, "prompts", f"{case}.json")
+
+    def click_prediction(self, run: str, dataset: str, case: str, clicks: int) -> str:
+        """The `clicks` protocol's volume after `clicks` correction clicks (0 = the starting prompt)."""
+        return self._r("predictions", run, dataset, "clicks", case, f"click_{clicks:02d}.nii.gz")
+
     # nnU-Net
     def nnunet_root(self) -> str:
         return self._r("nnunet")
@@ -112,6 +120,14 @@ class Layout:
     def run_metrics(self, run: str, dataset: str) -> str:
         return self._r("metrics", run, f"{dataset}.parquet")
 
+    def run_click_metrics(self, run: str, dataset: str) -> str:
+        """Metrics after every click of a `clicks` run (long format, a `clicks` column)."""
+        return self._r("metrics", run, f"{dataset}.clicks.parquet")
+
+    def click_metrics(self) -> str:
+        """Every `clicks` run's metrics after every click: the Dice-vs-clicks table."""
+        return self._r("dice_vs_clicks.parquet")
+
     def metrics(self) -> str:
         return self._r("metrics.parquet")
 
@@ -121,6 +137,10 @@ class Layout:
     def dice_plot(self) -> str:
         """Mean Dice per run and label as CSV (a DVC plot)."""
         return self._r("plots", "dice_per_run.csv")
+
+    def clicks_plot(self) -> str:
+        """Mean Dice per clicks run, dataset and click count as CSV (a DVC plot)."""
+        return self._r("plots", "dice_vs_clicks.csv")
 
     def report(self) -> str:
         return self._r("report", "index.html")

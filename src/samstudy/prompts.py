@@ -1,6 +1,18 @@
 """Prompts simulated from the ground truth, seeded, stored once per dataset and protocol, reused by all.
 
-Coordinates are XYXY pixels of the native slice (x = column, y = row), slices as cut by preprocess.
+Coordinates are XYXY pixels of the native slice (x = column, y = row), slices as cut by preprocess; a
+slice index is the position along the preprocessed slice axis. What is stored per protocol:
+
+- `box`, `box_jitter`, `points<k>`: the prompt of every object on every slice where it is present.
+- `clicks`: the *starting* prompt (a tight box or one point at the object's innermost point) of every
+  object on every slice; the correction clicks depend on each method's own predictions, so inference
+  produces them (see `next_click`) and records them beside its predictions.
+- `box3d`: one 3D box per object per case, `[x0, y0, s0, x1, y1, s1]` (s = slice index); inference
+  predicts its middle slice and propagates slice by slice.
+
+An "object" is one label, one connected component of it, or its largest component (`components`:
+`union` | `all` | `largest`); a prompt of a component carries its id, so `prompt_target` can rebuild the
+exact mask the prompt stands for.
 """
 
 from __future__ import annotations
@@ -8,12 +20,18 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
 from samstudy.ingest import load_dataset_table
 from samstudy.io import read_json, write_json
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
+
+POINT_PROTOCOLS = {"points1": 1, "points3": 3, "points5": 5}
+# Protocols whose prompts are not all known before inference (they depend on the predictions).
+DYNAMIC_PROTOCOLS = ("clicks", "box3d")
+COMPONENT_MODES = ("union", "all", "largest")
 
 
 def tight_box(mask: np.ndarray) -> list[int]:
@@ -23,16 +41,24 @@ def tight_box(mask: np.ndarray) -> list[int]:
     return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
 
 
+def tight_box3d(mask: np.ndarray) -> list[int]:
+    """[x0, y0, s0, x1, y1, s1] bounding box of a binary (slices, H, W) mask."""
+    s = np.flatnonzero(mask.any(axis=(1, 2)))
+    x0, y0, x1, y1 = tight_box(mask.any(axis=0))
+    return [x0, y0, int(s[0]), x1, y1, int(s[-1])]
+
+
 def jitter_box(box: list[int], jitter: int, shape: tuple[int, int], rng: np.random.Generator) -> list[int]:
     """Move each side outward by U(0, jitter) pixels (MedSAM style), clipped to the slice."""
     d = rng.integers(0, jitter + 1, size=4) if jitter > 0 else np.zeros(4, dtype=int)
+    return grow_box(box, [int(v) for v in d], shape)
+
+
+def grow_box(box: list[int], margin: int | list[int], shape: tuple[int, int]) -> list[int]:
+    """Move the sides of an XYXY box outward by `margin` pixels (one value or one per side), clipped."""
+    d = [margin] * 4 if isinstance(margin, int) else margin
     h, w = shape
-    return [
-        max(0, box[0] - int(d[0])),
-        max(0, box[1] - int(d[1])),
-        min(w - 1, box[2] + int(d[2])),
-        min(h - 1, box[3] + int(d[3])),
-    ]
+    return [max(0, box[0] - d[0]), max(0, box[1] - d[1]), min(w - 1, box[2] + d[2]), min(h - 1, box[3] + d[3])]
 
 
 def case_rng(seed: int, *parts: str) -> np.random.Generator:
@@ -41,17 +67,55 @@ def case_rng(seed: int, *parts: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(digest[:8], 16), int(digest[8:16], 16)])
 
 
-POINT_PROTOCOLS = {"points1": 1, "points3": 3, "points5": 5}
+def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components with full connectivity (8 in 2D, 26 in 3D): diagonal neighbours touch."""
+    return ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+
+
+def objects(mask: np.ndarray, mode: str) -> list[tuple[int | None, np.ndarray]]:
+    """The objects one label's mask is prompted as: [(component id or None, mask)].
+
+    `union`: the whole label (id None); `all`: every connected component (ids 1..n, scipy's raster
+    order); `largest`: the component with the most voxels (the lowest id on a tie).
+    """
+    if mode not in COMPONENT_MODES:
+        raise ValueError(f"prompts.components must be one of {COMPONENT_MODES}, got '{mode}'")
+    if mode == "union":
+        return [(None, mask)]
+    lab, n = components(mask)
+    if mode == "largest":
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+        ids = [int(np.argmax(sizes)) + 1]
+    else:
+        ids = list(range(1, n + 1))
+    return [(c, lab == c) for c in ids]
+
+
+def prompt_target(labels: np.ndarray, prompt: dict) -> np.ndarray:
+    """The ground-truth mask a stored prompt stands for (its label, or the component it names).
+
+    `labels` is the slice (H, W) for per-slice prompts or the label volume (slices, H, W) for `box3d`.
+    """
+    mask = labels == prompt["label"]
+    if prompt.get("component") is None:
+        return mask
+    lab, _ = components(mask)
+    return lab == prompt["component"]
+
+
+def innermost_point(mask: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the mask's innermost pixel: largest distance to the background or the image edge,
+    ties broken by the nearest to the centre of mass (so a rectangle gives its centre)."""
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    ties = np.argwhere(dist == dist.max())
+    r, c = ties[np.argmin(((ties - np.argwhere(mask).mean(axis=0)) ** 2).sum(axis=1))]
+    return int(r), int(c)
 
 
 def sample_points(mask: np.ndarray, k: int, negatives: int, rng: np.random.Generator) -> tuple[list, list]:
     """k positive points (the first at the mask's innermost point, the rest uniformly inside)
     and `negatives` points outside the mask but inside its box grown by 5 pixels. XY pixel coordinates."""
-    from scipy import ndimage
-
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    ties = np.argwhere(dist == dist.max())  # the innermost points; break ties by the centre of mass
-    centre = tuple(ties[np.argmin(((ties - np.argwhere(mask).mean(axis=0)) ** 2).sum(axis=1))])
+    centre = innermost_point(mask)
     inside = np.argwhere(mask)
     picks = [centre] + [tuple(inside[i]) for i in rng.choice(len(inside), size=k - 1, replace=len(inside) < k - 1)]
     points, labels = [[int(c), int(r)] for r, c in picks], [1] * k
@@ -67,36 +131,89 @@ def sample_points(mask: np.ndarray, k: int, negatives: int, rng: np.random.Gener
     return points, labels
 
 
+def next_click(pred: np.ndarray, target: np.ndarray) -> dict | None:
+    """The next correction click (SAM-Med2D / micro-sam style) for a 2D prediction of one object.
+
+    The error regions are the missed area (target & ~pred) and the false area (pred & ~target), split
+    into connected components; the click goes to the innermost point of the largest one (by pixel
+    count; on a tie the missed area wins), positive in a missed area and negative in a false one.
+    Returns {"xy": [x, y], "label": 1|0, "region_px": n} or None when the prediction is already exact.
+    """
+    best: tuple[int, int, np.ndarray] | None = None  # (size, point label, region)
+    for point_label, error in ((1, target & ~pred), (0, pred & ~target)):
+        lab, n = components(error)
+        if n == 0:
+            continue
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+        c = int(np.argmax(sizes)) + 1
+        if best is None or sizes[c - 1] > best[0]:
+            best = (int(sizes[c - 1]), point_label, lab == c)
+    if best is None:
+        return None
+    r, c = innermost_point(best[2])
+    return {"xy": [c, r], "label": best[1], "region_px": best[0]}
+
+
+def _slice_prompt(mask: np.ndarray, protocol: str, settings: dict, rng: np.random.Generator) -> dict:
+    """The stored prompt of one object on one slice."""
+    if protocol in POINT_PROTOCOLS:
+        points, labels = sample_points(mask, POINT_PROTOCOLS[protocol], settings.get("negative_points", 0), rng)
+        return {"points": points, "point_labels": labels}
+    if protocol == "clicks" and settings["clicks"]["start"] == "point":
+        r, c = innermost_point(mask)
+        return {"points": [[c, r]], "point_labels": [1]}
+    box = tight_box(mask)
+    if protocol == "box_jitter":
+        box = jitter_box(box, settings["jitter_px"], mask.shape, rng)
+    return {"box": box}
+
+
+def _component(comp: int | None) -> dict:
+    """The component key of a stored prompt: absent for a whole label (`union`)."""
+    return {} if comp is None else {"component": comp}
+
+
 def case_prompts(labels: np.ndarray, protocol: str, settings: dict, rng: np.random.Generator) -> list[dict]:
-    """Prompts of one case: one per label per slice where the label is present."""
+    """Prompts of one case: per label (or per component, `settings["components"]`), per slice where it is
+    present; for `box3d` one 3D box per label (or 3D component) per case."""
+    mode = settings.get("components", "union")
+    values = [int(v) for v in np.unique(labels) if v != 0]
+    if protocol == "box3d":
+        out = []
+        for value in values:
+            for comp, mask in objects(labels == value, mode):
+                out.append({"label": value, **_component(comp), "box3d": tight_box3d(mask)})
+        return out
     out = []
     for s in range(labels.shape[0]):
         for value in np.unique(labels[s]):
             if value == 0:
                 continue
-            mask = labels[s] == value
-            prompt = {"slice": s, "label": int(value)}
-            if protocol in POINT_PROTOCOLS:
-                prompt["points"], prompt["point_labels"] = sample_points(
-                    mask, POINT_PROTOCOLS[protocol], settings.get("negative_points", 0), rng
-                )
-            else:
-                box = tight_box(mask)
-                if protocol == "box_jitter":
-                    box = jitter_box(box, settings["jitter_px"], labels.shape[1:], rng)
-                prompt["box"] = box
-            out.append(prompt)
+            for comp, mask in objects(labels[s] == value, mode):
+                prompt = _slice_prompt(mask, protocol, settings, rng)
+                out.append({"slice": s, "label": int(value), **_component(comp), **prompt})
     return out
 
 
 def make_prompts(layout: Layout, dataset: str, protocol: str, settings: dict, seed: int) -> dict:
-    """Simulate and store the prompts of every case of a dataset for one protocol."""
+    """Simulate and store the prompts of every case of a dataset for one protocol.
+
+    The artifact also records the protocol's settings and the seed, so inference (clicks rounds,
+    box3d margin) reads the very settings the prompts were made with.
+    """
     table, _ = load_dataset_table(layout, dataset)
     cases = {}
     for case in tqdm(list(table["case_id"]), desc=f"prompts {dataset}/{protocol}", unit="case"):
         labels = load_preprocessed(layout, dataset, case)["labels"]
         cases[case] = case_prompts(labels, protocol, settings, case_rng(seed, dataset, case, protocol))
-    result = {"dataset": dataset, "protocol": protocol, "from_ground_truth": True, "cases": cases}
+    result = {
+        "dataset": dataset,
+        "protocol": protocol,
+        "from_ground_truth": True,
+        "settings": settings,
+        "seed": seed,
+        "cases": cases,
+    }
     write_json(layout.prompts(dataset, protocol), result)
     return result
 

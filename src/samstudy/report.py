@@ -1,4 +1,4 @@
-"""Report: one self-contained HTML page (tables, a Dice box plot, cost, provenance)."""
+"""Report: one self-contained HTML page (tables, a Dice box plot, Dice vs clicks, cost, provenance)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,51 @@ def _boxplot(metrics: pd.DataFrame) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _clicks_curve(curve: pd.DataFrame) -> str:
+    """Mean Dice against the number of correction clicks, one line per run and dataset (base64 PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for series, group in curve.groupby("series", sort=True):
+        ax.plot(group["clicks"], group["dice"], marker="o", label=series)
+    ax.set_xlabel("correction clicks (0 = starting prompt)")
+    ax.set_ylabel("mean Dice (cases x labels)")
+    ax.set_ylim(0, 1.02)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _clicks_section(layout: Layout) -> str:
+    """The Dice-vs-clicks curve and table (per run, dataset, label and click count), or a line saying
+    the study has no clicks run."""
+    from samstudy.evaluate import dice_vs_clicks_curve
+
+    path = Path(layout.click_metrics())
+    clicks = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    if clicks.empty:
+        return "<h2>Dice vs clicks</h2><p>No run of this study uses the <code>clicks</code> protocol.</p>"
+    table = (
+        clicks.groupby(["dataset", "run", "prompted", "label", "clicks"])[["dice", "nsd", "hd95"]]
+        .mean()
+        .round(3)
+        .reset_index()
+    )
+    return f"""<h2>Dice vs clicks</h2>
+<p class="note">prompted = True: the starting prompt and every correction click are simulated from the ground truth
+(each click at the centre of the largest error region). Scored after every click on the whole 3D volume, with the
+same code and rules as the tables above.</p>
+<img alt="Dice vs clicks" src="data:image/png;base64,{_clicks_curve(dice_vs_clicks_curve(clicks))}">
+{table.to_html(index=False)}"""
+
+
 def _cost(layout: Layout) -> pd.DataFrame:
     rows = []
     for tsv in sorted(Path(layout.benchmark_dir()).glob("*.tsv")):
@@ -144,6 +189,7 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
         ("rejected.parquet", layout.rejected()),
         ("splits.json", layout.splits()),
         ("metrics.parquet", layout.metrics()),
+        ("dice_vs_clicks.parquet", layout.click_metrics()),
         ("summary.json", layout.summary()),
         ("predictions/", str(Path(layout.results_dir, "predictions"))),
     ]
@@ -163,7 +209,9 @@ Empty-mask rules: both empty gives Dice 1 / NSD 1 / HD95 0; one empty gives Dice
 {"".join(f'<p class="note">{n}</p>' for n in notes)}
 <h2>Overview (test cases)</h2>{overview.to_html(index=False)}
 <h2>Per label</h2><p>prompted = True: GT-derived prompts.</p>{table.to_html(index=False)}
-<h2>Dice distribution</h2><img alt="Dice box plot" src="data:image/png;base64,{_boxplot(metrics)}">
+<h2>Dice distribution</h2><p>Prompt-based runs (all but nnU-Net) use GT-derived prompts.</p>
+<img alt="Dice box plot" src="data:image/png;base64,{_boxplot(metrics)}">
+{_clicks_section(layout)}
 <h2>Compute cost (Snakemake benchmark files)</h2>{_cost(layout).to_html(index=False)}
 <h2>Artifacts</h2><p>{link_html}</p>
 <h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=1, sort_keys=True, default=str))}</pre>

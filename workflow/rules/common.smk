@@ -46,6 +46,8 @@ EVAL_PARTS = [
     for d in DATASETS
     if info["model"] != "nnunet" or d in NNUNET_DATASETS
 ]
+# (run, dataset) pairs of the `clicks` protocol: also scored after every click (Dice vs clicks).
+CLICK_PARTS = [(r, d) for r, d in EVAL_PARTS if RUNS[r]["protocol"] == "clicks"]
 
 
 def nnunet_dataset_id(dataset):
@@ -65,10 +67,12 @@ def ingest_params(wildcards):
 
 def prompt_settings(protocol):
     # Only what the protocol uses, so changing the jitter does not redo tight boxes.
-    keys = {"box_jitter": ["jitter_px"]}.get(
-        protocol, ["negative_points"] if protocol.startswith("points") else []
-    )
-    return {k: CFG["prompts"][k] for k in keys}
+    keys = {
+        "box_jitter": ["jitter_px"],
+        "clicks": ["clicks"],
+        "box3d": ["box3d"],
+    }.get(protocol, ["negative_points"] if protocol.startswith("points") else [])
+    return {k: CFG["prompts"][k] for k in ["components", *keys]}
 
 
 def train_inputs(wildcards):

@@ -1,4 +1,5 @@
-# Evaluate every run with the same metric code; merge into metrics.parquet and summary.json.
+# Evaluate every run with the same metric code (clicks runs also after every click); merge into
+# metrics.parquet, dice_vs_clicks.parquet and summary.json.
 
 
 rule evaluate:
@@ -21,19 +22,43 @@ rule evaluate:
         "{params.cli} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --params {params.p:q} > {log} 2>&1"
 
 
+rule evaluate_clicks:
+    input:
+        predictions=L.prediction_dir("{run}", "{dataset}"),
+        table=L.ingest_table("{dataset}"),
+        split=L.dataset_splits("{dataset}"),
+    output:
+        L.run_click_metrics("{run}", "{dataset}"),
+    log:
+        L.log("evaluate/{run}.{dataset}.clicks"),
+    benchmark:
+        L.benchmark("evaluate_clicks.{run}.{dataset}")
+    conda:
+        ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
+    shell:
+        "{params.cli} evaluate_clicks --dataset {wildcards.dataset} --run {wildcards.run}"
+        " --params {params.p:q} > {log} 2>&1"
+
+
 rule summarize:
     input:
-        [L.run_metrics(r, d) for r, d in EVAL_PARTS],
+        metrics=[L.run_metrics(r, d) for r, d in EVAL_PARTS],
+        clicks=[L.run_click_metrics(r, d) for r, d in CLICK_PARTS],
     output:
         metrics=L.metrics(),
         summary=L.summary(),
         dice_plot=L.dice_plot(),
+        click_metrics=L.click_metrics(),
+        clicks_plot=L.clicks_plot(),
     log:
         L.log("summarize"),
     conda:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"parts": EVAL_PARTS, "seed": CFG["seed"]}),
+        p=P({"parts": EVAL_PARTS, "click_parts": CLICK_PARTS, "seed": CFG["seed"]}),
     shell:
         "{params.cli} summarize --params {params.p:q} > {log} 2>&1"

@@ -5,6 +5,7 @@ rule report:
     input:
         metrics=L.metrics(),
         summary=L.summary(),
+        clicks=L.click_metrics(),
         manifest=L.manifest(),
         splits=L.splits(),
         rejected=L.rejected(),
