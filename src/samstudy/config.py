@@ -55,6 +55,20 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def is_2d(ds: dict[str, Any]) -> bool:
+    """Whether a dataset entry holds 2D images (png files, the png2d phantom)."""
+    return ds["format"] == "png" or (ds["format"] == "synthetic" and (ds.get("synthetic") or {}).get("kind") == "png2d")
+
+
+def patient_csv(ds: dict[str, Any]) -> str | None:
+    """The patient-id CSV of a dataset entry (a relative path is under the dataset's `path`), or None."""
+    spec = ds.get("patient_id")
+    if not isinstance(spec, dict):
+        return None
+    path = Path(spec["csv"])
+    return str(path if path.is_absolute() or not ds.get("path") else Path(ds["path"]) / path)
+
+
 # Default image/label patterns of the pattern-matched formats.
 DEFAULT_PATTERNS = {
     "nifti": ("images/{case}.nii.gz", "labels/{case}.nii.gz"),

@@ -39,12 +39,17 @@ for _run in map(nnunet_run_name, NNUNET_CONFIGS):
             "protocol": "none",
             "prompted": False,
         }
-# (run, dataset) pairs that are evaluated: nnU-Net only where it was trained.
+# (run, dataset) pairs that are evaluated: nnU-Net only where it was trained, and on 2D datasets only
+# its 2d configuration (nnU-Net plans no 3D configuration for 2D images).
 EVAL_PARTS = [
     (r, d)
     for r, info in RUNS.items()
     for d in DATASETS
-    if info["model"] != "nnunet" or d in NNUNET_DATASETS
+    if info["model"] != "nnunet"
+    or (
+        d in NNUNET_DATASETS
+        and (r == nnunet_run_name("2d") or not samstudy_config.is_2d(DATASETS[d]))
+    )
 ]
 # (run, dataset) pairs of the `clicks` protocol: also scored after every click (Dice vs clicks).
 CLICK_PARTS = [(r, d) for r, d in EVAL_PARTS if RUNS[r]["protocol"] == "clicks"]
