@@ -111,8 +111,8 @@ def test_nsd_tolerance_per_label_by_name_value_or_default():
     assert nsd_tolerances({3: 4.0, "liver": 1, "spleen": 2}, labels) == {1: 1.0, 2: 2.0, 3: 4.0}
     with pytest.raises(ValueError, match="no tolerance for label 'kidney'"):
         nsd_tolerances({"liver": 1.0, "spleen": 1.0}, labels)
-    with pytest.raises(ValueError, match="name no label"):
-        nsd_tolerances({"lung": 1.0, "default": 1.0}, labels)
+    # the mapping is study-wide: a label of another dataset is not an error here
+    assert nsd_tolerances({"lung": 1.0, "default": 1.5}, labels) == {1: 1.5, 2: 1.5, 3: 1.5}
 
 
 def test_score_case_uses_each_labels_own_tolerance():

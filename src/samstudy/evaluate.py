@@ -86,7 +86,8 @@ def nsd_tolerances(setting: float | dict, labels: dict) -> dict[int, float]:
 
     A number applies to every label. A mapping gives a tolerance per label, keyed by the study label
     name or its value (as a string or a number), with an optional `default` for the labels not named;
-    a label left without a tolerance, or a key naming no label, is an error.
+    a label left without a tolerance is an error. The mapping is study-wide, so a key may name a label
+    of another dataset: keys naming no label of this one are only logged (a typo shows there).
     """
     if not isinstance(setting, dict):
         return {int(v): float(setting) for v in labels}
@@ -94,7 +95,7 @@ def nsd_tolerances(setting: float | dict, labels: dict) -> dict[int, float]:
     known = {str(v) for v in labels} | {str(n) for n in labels.values()} | {"default"}
     unknown = sorted(set(named) - known)
     if unknown:
-        raise ValueError(f"evaluate.nsd_tolerance_mm: {unknown} name no label (labels: {dict(labels)})")
+        log.warning("evaluate.nsd_tolerance_mm: %s name no label of this dataset (labels: %s)", unknown, labels)
     out = {}
     for value, name in labels.items():
         for key in (str(name), str(value), "default"):
