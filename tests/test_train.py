@@ -1,16 +1,21 @@
 import csv
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from samstudy import adapt
 from samstudy import train as train_mod
+from samstudy.adapt import AdaptedCheckpointError, load_adapted
 from samstudy.embed import embed_dataset
-from samstudy.train import AdaptedCheckpointError, _forward, _target, dice_bce_loss, load_adapted, train_method
+from samstudy.infer import infer_dataset
+from samstudy.train import _forward, _target, dice_bce_loss, train_method
 
 EMBED = {"slices": "needed", "slice_margin": 0, "batch_size": 4, "device": "cpu", "precision": "fp32"}
 METHOD = {"model": "m", "adaptation": "decoder"}
+LORA = {"model": "m", "adaptation": "lora", "rank": 2, "alpha": 4.0}
 
 
 def _settings(cfg, **kw):
@@ -21,7 +26,7 @@ def test_decoder_training_lowers_the_loss(study, tiny_model):
     cfg, layout = study
     embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
     model = tiny_model({"type": "litemedsam"})
-    params = train_mod.trainable_parameters(model, "decoder")
+    params = adapt.prepare(model, "decoder", {})
     assert all(not p.requires_grad for p in model.sam.image_encoder.parameters())
     samples = train_mod.collect_samples(layout, ["phantom"], "m", "train", 0)[:4]
     opt = torch.optim.AdamW(params, lr=1e-3)
@@ -65,11 +70,12 @@ def test_checkpoint_round_trip_and_base_hash_check(study, tiny_model):
         load_adapted(other, layout.checkpoint("dec"), "decoder")
 
 
-def test_same_seed_same_training_and_resume_after_interruption(study, tiny_model, monkeypatch, caplog):
+@pytest.mark.parametrize("method_cfg", [METHOD, LORA], ids=["decoder", "lora"])
+def test_same_seed_same_training_and_resume_after_interruption(study, tiny_model, monkeypatch, caplog, method_cfg):
     cfg, layout = study
     embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
     settings = _settings(cfg, epochs=2)
-    train_method(layout, "a", METHOD, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
+    train_method(layout, "a", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
     reference = torch.load(layout.checkpoint("a"), weights_only=True)
     real = train_mod.validation_dice
     calls = {"n": 0}
@@ -82,10 +88,56 @@ def test_same_seed_same_training_and_resume_after_interruption(study, tiny_model
 
     monkeypatch.setattr(train_mod, "validation_dice", flaky)
     with pytest.raises(KeyboardInterrupt):
-        train_method(layout, "b", METHOD, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
+        train_method(layout, "b", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
     monkeypatch.setattr(train_mod, "validation_dice", real)
     with caplog.at_level(logging.INFO):
-        train_method(layout, "b", METHOD, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
+        train_method(layout, "b", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
     assert "resuming b from epoch 2" in caplog.text
     resumed = torch.load(layout.checkpoint("b"), weights_only=True)
     assert resumed["meta"]["val_dice"] == pytest.approx(reference["meta"]["val_dice"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "method_cfg",
+    [LORA, {"model": "m", "adaptation": "adapter", "bottleneck": 8}, {"model": "m", "adaptation": "full"}],
+    ids=["lora", "adapter", "full"],
+)
+def test_encoder_methods_train_save_load_and_predict_with_their_own_embeddings(study, tiny_model, method_cfg):
+    """Train from the preprocessed slices (no cached embeddings needed), keep only the trained tensors,
+    reload them into a fresh base model, and predict with embeddings of the adapted encoder."""
+    cfg, layout = study
+    adaptation = method_cfg["adaptation"]
+    meta = train_method(
+        layout, "enc", method_cfg, {"type": "litemedsam"}, ["phantom"], _settings(cfg, epochs=1, lr=1e-3), cfg["seed"]
+    )
+    assert meta["options"] == adapt.method_options(method_cfg)
+    state = torch.load(layout.checkpoint("enc"), weights_only=True)["state"]
+    encoder_keys = [k for k in state if k.startswith("image_encoder.")]
+    assert encoder_keys
+    if adaptation == "lora":
+        assert all("lora_" in k for k in encoder_keys)
+    elif adaptation == "adapter":
+        assert all(adapt.ADAPTER_TAG in k for k in encoder_keys)
+    fresh = tiny_model({"type": "litemedsam"})
+    load_adapted(fresh, layout.checkpoint("enc"), adaptation)
+    for key, value in state.items():
+        assert torch.equal(fresh.sam.state_dict()[key].cpu(), value), key
+    assert fresh.adapted_sha256 is not None and fresh.weights_id != fresh.sha256
+    with pytest.raises(AdaptedCheckpointError, match="differs from"):
+        load_adapted(tiny_model({"type": "litemedsam"}), layout.checkpoint("enc"), "decoder")
+    with pytest.raises(AdaptedCheckpointError, match="base weights"):
+        load_adapted(tiny_model({"type": "litemedsam", "tiny_seed": 5}), layout.checkpoint("enc"), adaptation)
+
+    from samstudy.prompts import make_prompts
+
+    make_prompts(layout, "phantom", "box", {}, cfg["seed"])
+    base = embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
+    written = infer_dataset(
+        layout, "phantom", "enc", method_cfg, {"type": "litemedsam"}, "box", "cpu", embed_settings=EMBED
+    )
+    assert written and all(Path(p).is_file() for p in written)
+    adapted_files = {p.name for p in Path(layout.cache_dir, "embeddings").rglob("*.npz")}
+    base_files = {Path(e["file"]).name for e in base["cases"].values()}
+    assert adapted_files - base_files  # the adapted encoder's embeddings are cached under their own keys
+    with pytest.raises(ValueError, match="needs the embed settings"):
+        infer_dataset(layout, "phantom", "enc", method_cfg, {"type": "litemedsam"}, "box", "cpu")

@@ -27,6 +27,10 @@ def schema() -> dict:
     return yaml.safe_load(resources.files("samstudy").joinpath(SCHEMA_NAME).read_text())
 
 
+# Structural options of the adaptation methods: key -> (the adaptation it belongs to, default).
+METHOD_OPTIONS = {"rank": ("lora", 4), "alpha": ("lora", 8.0), "bottleneck": ("adapter", 32)}
+
+
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Validate a config, fill defaults, check cross-references; return a new dict."""
     from snakemake.utils import validate as sm_validate  # same defaults-filling validator as the Snakefile
@@ -45,6 +49,11 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         method.setdefault("adaptation", "none")
         if method["model"] not in cfg["models"]:
             raise ConfigError(f"methods.{name}: model '{method['model']}' is not defined under 'models'")
+        for key, (adaptation, default) in METHOD_OPTIONS.items():
+            if method["adaptation"] == adaptation:
+                method.setdefault(key, default)
+            elif key in method:
+                raise ConfigError(f"methods.{name}: '{key}' applies to adaptation '{adaptation}' only")
     names = [d["name"] for d in cfg["datasets"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -55,7 +55,7 @@ def embedding_cache_key(model: LoadedModel, slices: np.ndarray, index: np.ndarra
     signature = {
         "format": CACHE_FORMAT,
         "model_type": model.kind,
-        "model_sha256": model.sha256,
+        "model_sha256": model.weights_id,
         "input": model.spec.as_dict(),
         "content_sha256": content.hexdigest(),
         "dtype": "float16",
@@ -113,25 +113,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def embed_dataset(
-    layout: Layout,
-    dataset: str,
-    model_name: str,
-    model_cfg: dict,
-    settings: dict,
-    random_init: bool = False,
-    model: LoadedModel | None = None,
-) -> dict:
-    """Embed every case of a dataset (cache hits are skipped); write the dataset's embedding index.
+def embed_cases(
+    layout: Layout, dataset: str, cases: list[str], model: LoadedModel, settings: dict, desc: str
+) -> tuple[dict[str, dict], int]:
+    """Embed the given cases of a dataset with a loaded model (cache hits are skipped).
 
-    `model` may be given already loaded (benchmarks time the per-slice work without the one-off load).
+    Returns the index entries (case -> cache key, file, slices) and the number of cache hits.
     """
-    device = resolve_device(settings["device"])
+    device = next(model.sam.parameters()).device
     precision = resolve_precision(settings["precision"], device)
-    model = model or load_model(model_cfg, device, random_init=random_init)
     model.sam.image_encoder.to(memory_format=torch.channels_last)
-    table, _ = load_dataset_table(layout, dataset)
-    cases = list(table["case_id"])
     index: dict[str, dict] = {}
     hits = 0
 
@@ -145,7 +136,7 @@ def embed_dataset(
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
         pending_write = None
         upcoming = reader.submit(prepare, cases[0]) if cases else None
-        for i in tqdm(range(len(cases)), desc=f"embed {dataset} ({model_name})", unit="case"):
+        for i in tqdm(range(len(cases)), desc=desc, unit="case"):
             case, slices, chosen, key, signature = upcoming.result()
             upcoming = reader.submit(prepare, cases[i + 1]) if i + 1 < len(cases) else None
             path = layout.embedding_file(key)
@@ -162,10 +153,27 @@ def embed_dataset(
             index[case] = {"key": key, "file": path, "slices": chosen.tolist()}
         if pending_write is not None:
             pending_write.result()
-    log.info(
-        "embed %s/%s: %d cases, %d cache hits, device %s, %s", dataset, model_name, len(cases), hits, device, precision
-    )
-    result = {"dataset": dataset, "model": model_name, "model_sha256": model.sha256, "cases": index}
+    log.info("embed %s: %d cases, %d cache hits, device %s, %s", desc, len(cases), hits, device, precision)
+    return index, hits
+
+
+def embed_dataset(
+    layout: Layout,
+    dataset: str,
+    model_name: str,
+    model_cfg: dict,
+    settings: dict,
+    random_init: bool = False,
+    model: LoadedModel | None = None,
+) -> dict:
+    """Embed every case of a dataset (cache hits are skipped); write the dataset's embedding index.
+
+    `model` may be given already loaded (benchmarks time the per-slice work without the one-off load).
+    """
+    model = model or load_model(model_cfg, resolve_device(settings["device"]), random_init=random_init)
+    table, _ = load_dataset_table(layout, dataset)
+    index, _ = embed_cases(layout, dataset, list(table["case_id"]), model, settings, f"embed {dataset} ({model_name})")
+    result = {"dataset": dataset, "model": model_name, "model_sha256": model.weights_id, "cases": index}
     write_json(layout.embed_index(model_name, dataset), result)
     return result
 

@@ -6,6 +6,7 @@ one). A missing, unreadable or wrong-architecture checkpoint gives a clear error
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -117,6 +118,14 @@ class LoadedModel:
     spec: InputSpec
     checkpoint: str | None
     sha256: str
+    adapted_sha256: str | None = None  # set when an adapted checkpoint (LoRA, adapters, ...) is loaded
+
+    @property
+    def weights_id(self) -> str:
+        """What the model's outputs depend on: the base weights, and the adapted checkpoint if any."""
+        if self.adapted_sha256 is None:
+            return self.sha256
+        return hashlib.sha256(f"{self.sha256}+{self.adapted_sha256}".encode()).hexdigest()
 
     @property
     def embedding_size(self) -> int:

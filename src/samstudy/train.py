@@ -1,13 +1,16 @@
-"""Adaptation training. `decoder`: the mask decoder fine-tuned from cached embeddings (the encoder never
-runs). Jittered GT boxes simulated per step, Dice + BCE loss, AdamW, seeded, validated on the study's
-validation split every epoch, best checkpoint by validation Dice, early stopping, resumable.
+"""Adaptation training: decoder, LoRA, adapters or full fine-tuning (see samstudy.adapt for each method).
 
-A checkpoint holds only the trained parameters plus metadata (base model hash, method, config, epoch,
-validation Dice); loading checks the base model hash.
+`decoder` trains from cached embeddings (the encoder never runs); the encoder methods run the (adapted)
+encoder on the preprocessed slices. Common to all: jittered GT boxes simulated per step, Dice + BCE loss,
+AdamW, seeded, batches of slices drawn across cases, validated on the study's validation split every
+epoch, best checkpoint by validation Dice, early stopping, resumable from the last epoch, bf16 autocast on
+a GPU. A checkpoint holds only the trained tensors plus metadata (base model hash, method and its options,
+config, epoch, validation Dice); loading checks the base model hash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import random
@@ -18,11 +21,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from samstudy.embed import load_case_embeddings
+from samstudy import adapt
+from samstudy.adapt import AdaptedCheckpointError, load_adapted  # noqa: F401  (re-exported for callers)
+from samstudy.embed import load_case_embeddings, resolve_precision, select_slices
 from samstudy.io import atomic_path, read_json, sha256_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout
-from samstudy.preprocess import box_to_model, load_preprocessed, mask_to_model
+from samstudy.preprocess import box_to_model, load_preprocessed, mask_to_model, to_model_input
 from samstudy.prompts import case_rng, jitter_box, tight_box
 from samstudy.splits import cases_in, load_split
 
@@ -31,54 +36,22 @@ log = logging.getLogger(__name__)
 CURVE_FIELDS = ["epoch", "train_loss", "val_dice", "best_val_dice"]
 
 
-class AdaptedCheckpointError(RuntimeError):
-    """An adapted checkpoint does not belong to this base model or method."""
-
-
-def trainable_parameters(model: LoadedModel, adaptation: str) -> list[torch.nn.Parameter]:
-    """Freeze everything, then unfreeze what the adaptation trains."""
-    for p in model.sam.parameters():
-        p.requires_grad_(False)
-    if adaptation != "decoder":
-        raise NotImplementedError(f"adaptation '{adaptation}' is not implemented yet (decoder is)")
-    params = list(model.sam.mask_decoder.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    return params
-
-
-def trained_state(model: LoadedModel, adaptation: str) -> dict[str, torch.Tensor]:
-    """Only the trained parameters' state (small checkpoints)."""
-    return {f"mask_decoder.{k}": v.detach().cpu().clone() for k, v in model.sam.mask_decoder.state_dict().items()}
-
-
-def load_adapted(model: LoadedModel, path: str | Path, adaptation: str) -> dict:
-    """Load an adapted checkpoint into a base model, checking it was trained from these base weights."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    meta = ckpt["meta"]
-    if meta["base_sha256"] != model.sha256:
-        raise AdaptedCheckpointError(
-            f"{path}: trained from base weights {meta['base_sha256'][:12]}, but the model has {model.sha256[:12]}"
-        )
-    if meta["adaptation"] != adaptation:
-        raise AdaptedCheckpointError(f"{path}: adaptation {meta['adaptation']} differs from {adaptation}")
-    missing, unexpected = model.sam.load_state_dict(ckpt["state"], strict=False)
-    if unexpected:
-        raise AdaptedCheckpointError(f"{path}: unexpected parameters {unexpected[:3]}")
-    model.sam.eval()
-    return meta
-
-
-def collect_samples(layout: Layout, datasets: list[str], model_name: str, part: str, fold: int) -> list[dict]:
-    """(embedding, label mask, native box) samples of every labelled embedded slice in one split part."""
+def collect_samples(
+    layout: Layout, datasets: list[str], model_name: str, part: str, fold: int, source: str = "embeddings"
+) -> list[dict]:
+    """One sample per label per labelled slice of one split part: its mask, tight box, and either the
+    slice's cached embedding (`source="embeddings"`, the decoder method) or its image (`"images"`)."""
     samples = []
     for dataset in datasets:
         split = load_split(layout, dataset)
-        index = read_json(layout.embed_index(model_name, dataset))["cases"]
+        index = read_json(layout.embed_index(model_name, dataset))["cases"] if source == "embeddings" else None
         for case in cases_in(split, part, fold):
             pre = load_preprocessed(layout, dataset, case)
-            embeddings = load_case_embeddings(index[case])
-            for s, emb in embeddings.items():
+            if index is not None:
+                inputs = {s: {"embedding": e} for s, e in load_case_embeddings(index[case]).items()}
+            else:
+                inputs = {int(s): {"image": pre["slices"][s]} for s in select_slices(pre["labels"], "needed", 0)}
+            for s, item in inputs.items():
                 for value in np.unique(pre["labels"][s]):
                     if value == 0:
                         continue
@@ -87,12 +60,22 @@ def collect_samples(layout: Layout, datasets: list[str], model_name: str, part: 
                         {
                             "id": f"{dataset}/{case}/{s}/{value}",
                             "slice": f"{dataset}/{case}/{s}",
-                            "embedding": emb,
+                            **item,
                             "mask": mask,
                             "box": tight_box(mask),
                         }
                     )
     return samples
+
+
+def slice_embeddings(model: LoadedModel, groups: list[list[dict]], device) -> torch.Tensor:
+    """Image embeddings (G, C, h, w) of the slices of G sample groups: cached ones, or the encoder's
+    (with gradients when the encoder is being trained)."""
+    first = [g[0] for g in groups]
+    if "embedding" in first[0]:
+        return torch.from_numpy(np.stack([f["embedding"] for f in first]).astype(np.float32)).to(device)
+    x = torch.cat([to_model_input(f["image"][None], model.spec) for f in first]).to(device)
+    return model.sam.image_encoder(x)
 
 
 def _forward(model: LoadedModel, embedding: torch.Tensor, boxes: np.ndarray, hw) -> torch.Tensor:
@@ -120,19 +103,31 @@ def _target(model: LoadedModel, masks: list[np.ndarray], device) -> torch.Tensor
     return torch.from_numpy(np.stack([mask_to_model(m, model.low_res_size, model.spec) for m in masks])).to(device)
 
 
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
-def validation_dice(model: LoadedModel, samples: list[dict], device) -> float:
+def validation_dice(
+    model: LoadedModel, samples: list[dict], device, batch_size: int = 8, precision: str = "fp32"
+) -> float:
     """Mean Dice in the decoder's frame with tight boxes (the checkpoint-choice score)."""
     model.sam.eval()
     scores = []
-    for group in _by_slice(samples):
-        hw = group[0]["mask"].shape
-        emb = torch.from_numpy(group[0]["embedding"].astype(np.float32)).to(device)
-        logits = _forward(model, emb, np.array([s["box"] for s in group]), hw)
-        target = _target(model, [s["mask"] for s in group], device)
-        pred = (logits > 0).float()
-        inter = (pred * target).sum(dim=(-2, -1))
-        scores.extend(((2 * inter + 1e-6) / (pred.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1)) + 1e-6)).tolist())
+    groups = _by_slice(samples)
+    for start in range(0, len(groups), batch_size):
+        chunk = groups[start : start + batch_size]
+        with _autocast(device, precision):
+            embeddings = slice_embeddings(model, chunk, device)
+            for emb, group in zip(embeddings, chunk, strict=True):
+                logits = _forward(model, emb, np.array([s["box"] for s in group]), group[0]["mask"].shape)
+                target = _target(model, [s["mask"] for s in group], device)
+                pred = (logits.float() > 0).float()
+                inter = (pred * target).sum(dim=(-2, -1))
+                dice = (2 * inter + 1e-6) / (pred.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1)) + 1e-6)
+                scores.extend(dice.tolist())
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -143,6 +138,32 @@ def _by_slice(samples: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
+def train_step(
+    model: LoadedModel,
+    opt: torch.optim.Optimizer,
+    batch: list[dict],
+    jitter_px: int,
+    rng: np.random.Generator,
+    device,
+    precision: str = "fp32",
+) -> float:
+    """One optimiser step on a batch of samples (any mix of slices and cases); returns the mean loss."""
+    opt.zero_grad()
+    groups = _by_slice(batch)
+    total = torch.zeros((), device=device)
+    with _autocast(device, precision):
+        embeddings = slice_embeddings(model, groups, device)
+        for emb, group in zip(embeddings, groups, strict=True):
+            hw = group[0]["mask"].shape
+            boxes = np.array([jitter_box(s["box"], jitter_px, hw, rng) for s in group])
+            logits = _forward(model, emb, boxes, hw).float()
+            total = total + dice_bce_loss(logits, _target(model, [s["mask"] for s in group], device)) * len(group)
+    loss = total / len(batch)
+    loss.backward()
+    opt.step()
+    return loss.detach().item()
+
+
 def train_method(
     layout: Layout, method: str, method_cfg: dict, model_cfg: dict, datasets: list[str], settings: dict, seed: int
 ) -> dict:
@@ -150,11 +171,17 @@ def train_method(
     torch.manual_seed(seed)
     random.seed(seed)
     device = resolve_device(settings["device"])
+    precision = resolve_precision(settings.get("precision", "auto"), device)
+    adaptation = method_cfg["adaptation"]
+    options = adapt.method_options(method_cfg)
     model = load_model(model_cfg, device)
-    params = trainable_parameters(model, method_cfg["adaptation"])
+    params = adapt.prepare(model, adaptation, options)
+    counts = adapt.count_parameters(model)
+    log.info("%s (%s): %d trainable of %d parameters", method, adaptation, counts["trainable"], counts["total"])
     fold = settings["fold"]
-    train = collect_samples(layout, datasets, method_cfg["model"], "train", fold)
-    val = collect_samples(layout, datasets, method_cfg["model"], "val", fold)
+    source = "images" if adapt.adapts_encoder(adaptation) else "embeddings"
+    train = collect_samples(layout, datasets, method_cfg["model"], "train", fold, source)
+    val = collect_samples(layout, datasets, method_cfg["model"], "val", fold, source)
     if not train:
         raise ValueError(f"method {method}: no labelled training slices in datasets {datasets}")
     opt = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
@@ -163,12 +190,14 @@ def train_method(
     )
     meta = {
         "method": method,
-        "adaptation": method_cfg["adaptation"],
+        "adaptation": adaptation,
+        "options": options,
         "base_model": method_cfg["model"],
         "base_sha256": model.sha256,
         "train": settings,
         "seed": seed,
         "run_id": run_id,
+        "parameters": counts,
     }
     last_path = Path(layout.model_dir(method)) / "last.pt"
     start, best, curves, best_state = 0, -1.0, [], None
@@ -179,36 +208,26 @@ def train_method(
             opt.load_state_dict(last["optimizer"])
             start, best, curves, best_state = last["epoch"] + 1, last["best"], last["curves"], last["best_state"]
             log.info("resuming %s from epoch %d", method, start)
+    batch_size = settings["batch_size"]
     if start == 0:
-        zero = validation_dice(model, val, device)
+        zero = validation_dice(model, val, device, batch_size, precision)
         curves.append({"epoch": 0, "train_loss": float("nan"), "val_dice": zero, "best_val_dice": zero})
-        best, best_state = zero, trained_state(model, method_cfg["adaptation"])
+        best, best_state = zero, adapt.trained_state(model, adaptation)
         start = 1
     patience, stale = settings.get("patience", 5), 0
     for epoch in range(start, settings["epochs"] + 1):
-        model.sam.train()
+        adapt.train_mode(model, adaptation)
         rng = case_rng(seed, method, str(epoch))
         order = rng.permutation(len(train))
         losses = []
         batch = [train[i] for i in order]
-        bar = tqdm(range(0, len(batch), settings["batch_size"]), desc=f"train {method} epoch {epoch}", unit="batch")
+        bar = tqdm(range(0, len(batch), batch_size), desc=f"train {method} epoch {epoch}", unit="batch")
         for b in bar:
-            opt.zero_grad()
-            loss_sum, count = 0.0, 0
-            for group in _by_slice(batch[b : b + settings["batch_size"]]):
-                hw = group[0]["mask"].shape
-                boxes = np.array([jitter_box(s["box"], settings["jitter_px"], hw, rng) for s in group])
-                emb = torch.from_numpy(group[0]["embedding"].astype(np.float32)).to(device)
-                logits = _forward(model, emb, boxes, hw)
-                loss = dice_bce_loss(logits, _target(model, [s["mask"] for s in group], device)) * len(group)
-                loss.backward()
-                loss_sum, count = loss_sum + float(loss), count + len(group)
-            opt.step()
-            losses.append(loss_sum / count)
+            losses.append(train_step(model, opt, batch[b : b + batch_size], settings["jitter_px"], rng, device, precision))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        score = validation_dice(model, val, device) if val else -float(np.mean(losses))
+        score = validation_dice(model, val, device, batch_size, precision) if val else -float(np.mean(losses))
         if score > best:
-            best, best_state, stale = score, trained_state(model, method_cfg["adaptation"]), 0
+            best, best_state, stale = score, adapt.trained_state(model, adaptation), 0
         else:
             stale += 1
         curves.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": score, "best_val_dice": best})
@@ -217,7 +236,7 @@ def train_method(
             torch.save(
                 {
                     "meta": meta,
-                    "state": trained_state(model, method_cfg["adaptation"]),
+                    "state": adapt.trained_state(model, adaptation),
                     "epoch": epoch,
                     "optimizer": opt.state_dict(),
                     "best": best,

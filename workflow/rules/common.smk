@@ -80,26 +80,47 @@ def prompt_settings(protocol):
     return {k: CFG["prompts"][k] for k in ["components", *keys]}
 
 
+def adapts_encoder(method):
+    # LoRA, adapters and full fine-tuning change the encoder: they run it on the preprocessed slices and
+    # do not use the base model's cached embeddings.
+    return CFG["methods"][method]["adaptation"] in ("lora", "adapter", "full")
+
+
 def train_inputs(wildcards):
     model = CFG["methods"][wildcards.method]["model"]
-    return {
-        "embeddings": [L.embed_index(model, d) for d in TRAIN_DATASETS],
+    inputs = {
         "preprocessed": [L.preprocessed_dir(d) for d in TRAIN_DATASETS],
         "splits": [L.dataset_splits(d) for d in TRAIN_DATASETS],
     }
+    if not adapts_encoder(wildcards.method):
+        inputs["embeddings"] = [L.embed_index(model, d) for d in TRAIN_DATASETS]
+    return inputs
 
 
 def infer_inputs(wildcards):
     spec = CFG["methods"][wildcards.method]
     inputs = {
-        "embeddings": L.embed_index(spec["model"], wildcards.dataset),
         "prompts": L.prompts(wildcards.dataset, wildcards.protocol),
         "preprocessed": L.preprocessed_dir(wildcards.dataset),
         "split": L.dataset_splits(wildcards.dataset),
     }
     if spec["adaptation"] != "none":
         inputs["checkpoint"] = L.checkpoint(wildcards.method)
+    if not adapts_encoder(wildcards.method):
+        inputs["embeddings"] = L.embed_index(spec["model"], wildcards.dataset)
     return inputs
+
+
+def infer_params(wildcards):
+    spec = CFG["methods"][wildcards.method]
+    params = {
+        "method": spec,
+        "model": CFG["models"][spec["model"]],
+        "device": CFG["embed"]["device"],
+    }
+    if adapts_encoder(wildcards.method):
+        params["embed"] = CFG["embed"]  # it embeds the evaluation cases with its adapted encoder
+    return P(params)
 
 
 def nnunet_params(wildcards, *keys):
