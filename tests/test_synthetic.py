@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from samstudy import synthetic
@@ -109,3 +110,19 @@ def test_png2d_phantom_flows_through_the_whole_study_in_2d(tmp_path, tiny_model)
     assert first.GetDimension() == 2 and np.allclose(first.GetSpacing(), (0.5, 0.25))
     assert len(channels) == 3 * len(stamp["train"])  # R, G, B as three 2D NIfTI files per case
     assert list(read_json(f"{raw}/dataset.json")["channel_names"].values()) == ["R", "G", "B"]
+
+
+def test_phantom_settings_must_fit_their_kind():
+    from samstudy import config as samstudy_config
+    from samstudy.config import ConfigError
+
+    def entry(**synthetic_settings):
+        return {"datasets": [{"name": "p", "format": "synthetic", "modality": "CT", "synthetic": synthetic_settings}]}
+
+    assert samstudy_config.validate(entry())["datasets"][0]["synthetic"]["kind"] == "ct3d"
+    with pytest.raises(ConfigError, match="2 entries"):
+        samstudy_config.validate(entry(kind="png2d", shape=[64, 64, 8]))
+    with pytest.raises(ConfigError, match="ct3d phantom only"):
+        samstudy_config.validate(entry(kind="png2d", noise_hu=5))
+    with pytest.raises(ConfigError, match="3 entries"):
+        samstudy_config.validate(entry(spacing=[1.0, 1.0]))

@@ -24,6 +24,7 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from samstudy import config as samstudy_config
 from samstudy import synthetic
 from samstudy.io import read_json, write_json, write_parquet
 from samstudy.paths import Layout
@@ -399,6 +400,14 @@ def read_dicom_seg(path: str, series_folder: str) -> np.ndarray:
         reader.SetFileName(f)
         reader.ReadImageInformation()
         uids.append(reader.GetMetaData("0008|0018").strip())
+    referenced = {sop for _, _, sop in seg.get_source_image_uids()}
+    foreign = referenced - set(uids)
+    if not uids or foreign:
+        raise CaseError(
+            path,
+            f"DICOM-SEG does not fit the image series {series_folder}: "
+            f"{len(foreign)} of the {len(referenced)} instances it segments are not in that series",
+        )
     try:
         arr = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=uids,
@@ -566,15 +575,6 @@ def patient_of(case_id: str, pattern: str | None) -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def patient_csv_path(ds: dict, root: Path) -> Path | None:
-    """The patient CSV of a dataset (relative paths are under the dataset folder), or None."""
-    spec = ds.get("patient_id")
-    if not isinstance(spec, dict):
-        return None
-    path = Path(spec["csv"])
-    return path if path.is_absolute() else root / path
-
-
 class PatientIds:
     """case id -> patient id, from the config's `patient_id`: a regex on the case id, or a CSV's columns.
 
@@ -582,10 +582,11 @@ class PatientIds:
     rejected: splitting it without knowing its patient could leak a patient across train and test.
     """
 
-    def __init__(self, ds: dict, root: Path):
+    def __init__(self, ds: dict):
         spec = ds.get("patient_id")
         self.pattern = spec if isinstance(spec, str) else None
-        self.csv = patient_csv_path(ds, root)
+        csv = samstudy_config.patient_csv(ds)
+        self.csv = None if csv is None else Path(csv).resolve()
         self.table: dict[str, set[str]] = {}
         if self.csv is None:
             return
@@ -638,7 +639,7 @@ def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) ->
         info.declared = builtin.declared_labels(ds["builtin"])
     names, sources = label_mapping(ds, info)
     options = ReadOptions.of(ds)
-    patient_ids = PatientIds(ds, root)
+    patient_ids = PatientIds(ds)
     rows, rejected, seen, colour = [], [], set(), False
     # `found` is a generator: one case's files are found, read and validated at a time.
     for files in tqdm(found, desc=f"ingest {name}", unit="case"):
