@@ -69,7 +69,9 @@ def _train(a, p, layout):
 def _infer(a, p, layout):
     from samstudy.infer import infer_dataset
 
-    infer_dataset(layout, a.dataset, a.method, p["method"], p["model"], a.protocol, p.get("device", "auto"))
+    infer_dataset(
+        layout, a.dataset, a.method, p["method"], p["model"], a.protocol, p.get("device", "auto"), p.get("embed")
+    )
 
 
 def _nnunet(a, p, layout):

@@ -21,8 +21,8 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from samstudy import train
-from samstudy.embed import load_case_embeddings
+from samstudy import adapt
+from samstudy.embed import embed_cases, load_case_embeddings
 from samstudy.ingest import load_dataset_table, reference_geometry
 from samstudy.io import atomic_path, read_json, write_json
 from samstudy.models import LoadedModel, load_model, resolve_device
@@ -272,16 +272,39 @@ def eval_cases(layout: Layout, dataset: str) -> list[str]:
     return cases_in(load_split(layout, dataset), "test")
 
 
+def method_model_and_embeddings(
+    layout: Layout, dataset: str, method: str, method_cfg: dict, model_cfg: dict, device: str, embed_settings: dict | None
+) -> tuple[LoadedModel, dict[str, dict]]:
+    """The method's model (base + adapted checkpoint) and the embedding index of the dataset's evaluation
+    cases: the cached base embeddings, or, for methods that adapt the encoder (LoRA, adapters, full), the
+    adapted encoder's embeddings (computed here into the same content-addressed cache)."""
+    model = load_model(model_cfg, resolve_device(device))
+    adaptation = method_cfg["adaptation"]
+    if adaptation != "none":
+        adapt.load_adapted(model, layout.checkpoint(method), adaptation)
+    if not adapt.adapts_encoder(adaptation):
+        return model, read_json(layout.embed_index(method_cfg["model"], dataset))["cases"]
+    if embed_settings is None:
+        raise ValueError(f"method {method} ({adaptation}) adapts the encoder: inference needs the embed settings")
+    cases = eval_cases(layout, dataset)
+    index, _ = embed_cases(layout, dataset, cases, model, embed_settings, f"embed {dataset} ({method})")
+    return model, index
+
+
 def infer_dataset(
-    layout: Layout, dataset: str, method: str, method_cfg: dict, model_cfg: dict, protocol: str, device: str = "auto"
+    layout: Layout,
+    dataset: str,
+    method: str,
+    method_cfg: dict,
+    model_cfg: dict,
+    protocol: str,
+    device: str = "auto",
+    embed_settings: dict | None = None,
 ) -> list[str]:
     """Predict every evaluation case of a dataset with one method and protocol; returns written paths."""
-    model = load_model(model_cfg, resolve_device(device))
-    if method_cfg["adaptation"] != "none":
-        train.load_adapted(model, layout.checkpoint(method), method_cfg["adaptation"])
+    model, index = method_model_and_embeddings(layout, dataset, method, method_cfg, model_cfg, device, embed_settings)
     table, _ = load_dataset_table(layout, dataset)
     rows = table.set_index("case_id")
-    index = read_json(layout.embed_index(method_cfg["model"], dataset))["cases"]
     artifact = load_prompts(layout, dataset, protocol)
     prompts, settings = artifact["cases"], artifact.get("settings", {})
     run = run_name(method, protocol)

@@ -91,6 +91,15 @@ def test_all_methods_scored_with_predictions_in_the_input_geometry(finished_stud
     assert (results / "summary.json").is_file() and (results / "splits.json").is_file()
 
 
+def test_decoder_fine_tuning_beats_zero_shot_where_the_pretrained_model_fails(finished_study):
+    """The phantom's spleen is low-contrast (45 HU beside a 60 HU liver): LiteMedSAM's box prompt leaks;
+    a few epochs of decoder training on the training cases fix much of it (measured 0.63 -> 0.92)."""
+    metrics = pd.read_parquet(finished_study / "results" / "metrics.parquet")
+    dice = metrics[metrics["dataset"] == "phantom"].groupby(["run", "label"])["dice"].mean()
+    assert dice[("zeroshot.box", "spleen")] < 0.8
+    assert dice[("decoder.box", "spleen")] > dice[("zeroshot.box", "spleen")] + 0.1
+
+
 def test_rerun_has_nothing_to_do(finished_study):
     assert job_counts(snakemake(finished_study, "-n")) == {}
 

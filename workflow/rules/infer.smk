@@ -18,13 +18,7 @@ rule infer:
         runtime=120,
     params:
         cli=SAMSTUDY,
-        p=lambda w: P(
-            {
-                "method": CFG["methods"][w.method],
-                "model": CFG["models"][CFG["methods"][w.method]["model"]],
-                "device": CFG["embed"]["device"],
-            }
-        ),
+        p=infer_params,
     shell:
         "{params.cli} infer --dataset {wildcards.dataset} --method {wildcards.method}"
         " --protocol {wildcards.protocol} --params {params.p:q} > {log} 2>&1"
