@@ -218,3 +218,24 @@ def test_decode_feeds_a_mask_prompt_into_the_real_modules():
     assert again.shape == low.shape and not torch.allclose(again, low)  # the mask prompt changes the output
     with pytest.raises(ValueError, match="one form"):
         decode(tiny, emb, [prompts[0], {"box": [1, 1, 5, 5]}], (48, 64))
+
+
+def test_clicks_from_a_point_run_through_the_real_modules():
+    from samstudy.infer import predict_clicks
+    from samstudy.models import LITEMEDSAM_INPUT, LoadedModel
+    from samstudy.prompts import case_prompts, case_rng
+    from tests.conftest import tiny_sam
+
+    tiny = LoadedModel("litemedsam", tiny_sam(), LITEMEDSAM_INPUT, None, "tiny")
+    labels = np.zeros((2, 40, 48), dtype=np.uint8)
+    labels[1, 5:25, 8:30] = 1
+    labels[1, 28:36, 30:44] = 2
+    prompts = case_prompts(labels, "clicks", {"clicks": {"start": "point", "rounds": 2}}, case_rng(0))
+    emb = {1: torch.randn(256, 64, 64, generator=torch.Generator().manual_seed(1)).numpy()}
+    stack, records = predict_clicks(tiny, emb, prompts, labels, 2, "c")
+    assert stack.shape == (3, 2, 40, 48) and not stack[:, 0].any()  # the slice without a prompt stays empty
+    for record in records:
+        assert record["points"] == prompts[[p["label"] for p in prompts].index(record["label"])]["points"]
+        for click in record["clicks"]:  # each click lies in the object (positive) or outside it (negative)
+            x, y = click["xy"]
+            assert (labels[1, y, x] == record["label"]) == (click["label"] == 1)
