@@ -70,6 +70,12 @@ def ingest_params(wildcards):
     )
 
 
+def ingest_inputs(wildcards):
+    # The patient-id CSV (when the dataset uses one): editing it reruns ingest.
+    csv = samstudy_config.patient_csv(DATASETS[wildcards.dataset])
+    return {"patient_csv": csv} if csv else {}
+
+
 def prompt_settings(protocol):
     # Only what the protocol uses, so changing the jitter does not redo tight boxes.
     keys = {

@@ -1,12 +1,6 @@
 # Ingest: read + validate each dataset; manifest; patient-level splits.
 
 
-def ingest_inputs(wildcards):
-    # The patient-id CSV (when the dataset uses one): editing it reruns ingest.
-    csv = samstudy_config.patient_csv(DATASETS[wildcards.dataset])
-    return {"patient_csv": csv} if csv else {}
-
-
 rule ingest:
     input:
         unpack(ingest_inputs),
