@@ -53,3 +53,21 @@ def test_model_frame_round_trip_on_odd_sizes(hw, spec):
     nh, nw = resized_shape(*hw, spec.size)
     assert x.shape == (2, 3, spec.size, spec.size)
     assert torch.all(x[:, :, nh:, :] == 0) and torch.all(x[:, :, :, nw:] == 0)  # padded bottom/right
+
+
+def test_rgb_slices_keep_their_colour_in_the_model_input():
+    from samstudy.preprocess import image_2d
+
+    rgb = np.zeros((1, 20, 30, 3), dtype=np.uint8)
+    rgb[..., 0] = 200  # a red image: grey would make the three channels equal
+    x = to_model_input(rgb, SAM_INPUT)
+    nh, nw = resized_shape(20, 30, SAM_INPUT.size)
+    std, mean = torch.tensor(SAM_INPUT.pixel_std), torch.tensor(SAM_INPUT.pixel_mean)
+    centre = x[0, :, nh // 2, nw // 2] * std + mean  # back to pixel values
+    assert torch.allclose(centre, torch.tensor([200.0, 0.0, 0.0]), atol=1e-3)
+    grey = to_model_input(rgb[..., 0], SAM_INPUT)[0, :, nh // 2, nw // 2] * std + mean
+    assert torch.allclose(grey, torch.tensor([200.0, 200.0, 200.0]), atol=1e-3)  # grey: repeated
+    assert np.array_equal(image_2d(rgb[0], "CT", {"level": 40, "width": 400}, [0.5, 99.5]), rgb[0])  # 8-bit: as is
+    sixteen = np.linspace(0, 4000, 600).reshape(20, 30).astype(np.uint16)
+    out = image_2d(sixteen, "other", {"level": 40, "width": 400}, [0.5, 99.5])
+    assert out.dtype == np.uint8 and out.max() == 255  # other types get the modality's rule
