@@ -23,6 +23,7 @@ wildcard_constraints:
     model="[A-Za-z][A-Za-z0-9_]*",
     protocol="[A-Za-z][A-Za-z0-9_]*",
     configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
+    fold="[0-9]+",
     run="[A-Za-z][A-Za-z0-9_.]*",
 
 

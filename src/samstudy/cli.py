@@ -83,9 +83,13 @@ def _nnunet(a, p, layout):
     elif step == "plan":
         nnunet.plan(layout, a.dataset, p["dataset_id"], p["configurations"], p["schedule"])
     elif step == "train":
-        nnunet.train(layout, a.dataset, p["dataset_id"], a.configuration, p["nnunet"], p["seed"])
+        nnunet.train(layout, a.dataset, p["dataset_id"], a.configuration, int(a.fold), p["nnunet"], p["seed"])
     elif step == "predict":
-        nnunet.predict(layout, a.dataset, p["dataset_id"], a.configuration, p["nnunet"])
+        nnunet.predict(layout, a.dataset, p["dataset_id"], a.configuration, p["folds"], p["nnunet"])
+    elif step == "select":
+        nnunet.select_best(layout, a.dataset, p["dataset_id"], p["configurations"], p["folds"])
+    elif step == "predict_best":
+        nnunet.predict_best(layout, a.dataset, p["dataset_id"], p["folds"], p["nnunet"])
 
 
 def _evaluate(a, p, layout):
@@ -122,7 +126,11 @@ VERBS = {
     "prompts": (_prompts, "simulate and store the prompts of one dataset and protocol", ["dataset", "protocol"]),
     "train": (_train, "train one adaptation method", ["method"]),
     "infer": (_infer, "predict one dataset with one method and protocol", ["dataset", "method", "protocol"]),
-    "nnunet": (_nnunet, "nnU-Net v2 baseline: export | plan | train | predict", ["step", "dataset", "configuration"]),
+    "nnunet": (
+        _nnunet,
+        "nnU-Net v2 baseline: export | plan | train | predict | select | predict_best",
+        ["step", "dataset", "configuration", "fold"],
+    ),
     "evaluate": (_evaluate, "score one run on one dataset", ["dataset", "run"]),
     "evaluate_clicks": (_evaluate_clicks, "score a clicks run after every click (Dice vs clicks)", ["dataset", "run"]),
     "summarize": (_summarize, "merge metrics into metrics.parquet and summary.json", []),
@@ -140,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--params", default="{}", help="JSON slice of the config this stage depends on")
         for arg in args:
             if arg == "step":
-                p.add_argument("step", choices=["export", "plan", "train", "predict"])
+                p.add_argument("step", choices=["export", "plan", "train", "predict", "select", "predict_best"])
             else:
-                p.add_argument(f"--{arg}", required=arg != "configuration")
+                p.add_argument(f"--{arg}", required=arg not in ("configuration", "fold"))
     return parser
 
 

@@ -54,6 +54,19 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
                 method.setdefault(key, default)
             elif key in method:
                 raise ConfigError(f"methods.{name}: '{key}' applies to adaptation '{adaptation}' only")
+    nn = cfg["nnunet"]
+    n_folds = cfg["splits"]["n_folds"]
+    if nn["folds"] == "all":
+        nn["folds"] = list(range(n_folds))
+    if any(f >= n_folds for f in nn["folds"]):
+        raise ConfigError(f"nnunet.folds {nn['folds']}: the study splits have {n_folds} fold(s) (splits.n_folds)")
+    if "3d_cascade_fullres" in nn["configurations"] and "3d_lowres" not in nn["configurations"]:
+        raise ConfigError("nnunet.configurations: 3d_cascade_fullres needs 3d_lowres (its first stage)")
+    if "3d_cascade_fullres" in nn["configurations"] and sorted(nn["folds"]) != list(range(n_folds)):
+        raise ConfigError(
+            "nnunet: 3d_cascade_fullres needs every fold (folds: all): its first stage's predictions "
+            "of all training cases come from the 3d_lowres cross-validation"
+        )
     names = [d["name"] for d in cfg["datasets"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

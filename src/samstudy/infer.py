@@ -273,7 +273,13 @@ def eval_cases(layout: Layout, dataset: str) -> list[str]:
 
 
 def method_model_and_embeddings(
-    layout: Layout, dataset: str, method: str, method_cfg: dict, model_cfg: dict, device: str, embed_settings: dict | None
+    layout: Layout,
+    dataset: str,
+    method: str,
+    method_cfg: dict,
+    model_cfg: dict,
+    device: str,
+    embed_settings: dict | None,
 ) -> tuple[LoadedModel, dict[str, dict]]:
     """The method's model (base + adapted checkpoint) and the embedding index of the dataset's evaluation
     cases: the cached base embeddings, or, for methods that adapt the encoder (LoRA, adapters, full), the

@@ -4,8 +4,11 @@ export: the study's cases to an nnU-Net raw dataset (train+val in imagesTr, test
 label values) plus splits_final.json = the study's folds. plan: nnU-Net's fingerprint, planning and
 preprocessing (with dataset integrity verification). train: nnU-Net's trainer; the `quick` schedule sets
 epochs/iterations and caps the network width before initialize() (CPU demos), `full` keeps nnU-Net's
-defaults. A killed training resumes from checkpoint_latest.pth. predict: nnU-Net's predictor on the
-test cases, written into the study's predictions/ layout (geometry kept by nnU-Net).
+defaults; one model per study fold, followed by nnU-Net's validation of that fold. A killed training
+resumes from checkpoint_latest.pth. predict: nnU-Net's predictor on the test cases with every trained fold
+(averaged), written into the study's predictions/ layout (geometry kept by nnU-Net). select_best /
+predict_best: nnU-Net's find_best_configuration (configurations and ensembles of two compared on the
+cross-validation, postprocessing determined) and the selected model's test predictions (run nnunet_best).
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ def export(layout: Layout, dataset: str, dataset_id: int) -> dict:
     if raw.exists():
         shutil.rmtree(raw)
     test = set(cases_in(split, "test"))
-    train = sorted(c for fold in split["folds"] for c in fold["train"] + fold["val"])
+    train = sorted({c for fold in split["folds"] for c in fold["train"] + fold["val"]})  # every fold's cases
     rows = table.set_index("case_id")
     for case in sorted(set(train) | test):
         row = rows.loc[case].to_dict()
@@ -179,11 +182,33 @@ def _cap_features(plans: dict, configuration: str, max_features: int) -> None:
     arch["features_per_stage"] = [min(int(f), max_features) for f in arch["features_per_stage"]]
 
 
-def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, settings: dict, seed: int) -> dict:
-    """Train one configuration on the study's fold with nnU-Net's own trainer."""
+def _planned(layout: Layout, dataset: str, dataset_id: int) -> tuple[Path, dict]:
+    env = setup_environment(layout)
+    pre = Path(env["nnUNet_preprocessed"]) / dataset_folder_name(dataset_id, dataset)
+    return pre, read_json(pre / f"{PLANS}.json")
+
+
+def train(
+    layout: Layout, dataset: str, dataset_id: int, configuration: str, fold: int, settings: dict, seed: int
+) -> dict:
+    """Train one configuration on one study fold with nnU-Net's own trainer, then run nnU-Net's validation
+    of that fold (its cross-validation predictions; with probabilities when the best configuration is to
+    be selected, as ensembling needs them)."""
     if len(os.sched_getaffinity(0)) <= 2:
         os.environ.setdefault("nnUNet_n_proc_DA", "0")  # in-process augmentation: no thrash, bit-reproducible
-    env = setup_environment(layout)
+    pre, plans = _planned(layout, dataset, dataset_id)
+    stamp = {
+        "dataset": dataset,
+        "configuration": configuration,
+        "fold": fold,
+        "schedule": settings["schedule"],
+        "converged": settings["schedule"] != "quick",
+    }
+    if configuration not in plans["configurations"]:
+        log.warning("%s: nnU-Net did not plan %s for this dataset; nothing to train", dataset, configuration)
+        stamp["planned"] = False
+        write_json(layout.nnunet_train_done(dataset, configuration, fold), stamp)
+        return stamp
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -191,9 +216,6 @@ def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, set
     np.random.seed(seed)
     if torch.get_num_threads() > 2 and resolve_device(settings["device"]).type == "cpu":
         torch.set_num_threads(max(1, int(os.environ["nnUNet_def_n_proc"])))
-    name = dataset_folder_name(dataset_id, dataset)
-    pre = Path(env["nnUNet_preprocessed"]) / name
-    plans = read_json(pre / f"{PLANS}.json")
     plans["continue_training"] = True  # our own resume logic below decides; this only keeps nnU-Net's logs
     quick = settings["schedule"] == "quick"
     if quick:
@@ -201,7 +223,7 @@ def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, set
     trainer = nnUNetTrainer(
         plans=plans,
         configuration=configuration,
-        fold=settings["fold"],
+        fold=fold,
         dataset_json=read_json(pre / "dataset.json"),
         device=resolve_device(settings["device"]),
     )
@@ -209,6 +231,7 @@ def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, set
         trainer.num_epochs = settings["quick"]["epochs"]
         trainer.num_iterations_per_epoch = settings["quick"]["iterations_per_epoch"]
         trainer.num_val_iterations_per_epoch = settings["quick"]["val_iterations_per_epoch"]
+        trainer.save_every = 1  # a killed quick run resumes from its last epoch (nnU-Net saves every 50)
     out = Path(trainer.output_folder)
     final, latest = out / "checkpoint_final.pth", out / "checkpoint_latest.pth"
     # nnU-Net's folder is reused only by the same training run (same settings, plans and seed);
@@ -216,38 +239,53 @@ def train(layout: Layout, dataset: str, dataset_id: int, configuration: str, set
     run_id = sha256_json({"settings": settings, "seed": seed, "plans": plans})
     marker = out / "samstudy_run.json"
     if out.exists() and (not marker.is_file() or read_json(marker).get("run_id") != run_id):
-        log.info("%s: settings changed since the last training; starting afresh", name)
+        log.info("%s fold %d: settings changed since the last training; starting afresh", dataset, fold)
         shutil.rmtree(out)
         out.mkdir(parents=True)
     write_json(marker, {"run_id": run_id})
     if final.is_file():
-        log.info("%s: training already finished (%s)", name, final)
+        log.info("%s fold %d: training already finished (%s)", dataset, fold, final)
+        trainer.load_checkpoint(str(final))
     else:
         if latest.is_file():
-            log.info("%s: resuming from %s", name, latest)
+            log.info("%s fold %d: resuming from %s", dataset, fold, latest)
             trainer.load_checkpoint(str(latest))
         trainer.run_training()
-    stamp = {
-        "dataset": dataset,
-        "configuration": configuration,
-        "fold": settings["fold"],
-        "schedule": settings["schedule"],
-        "converged": not quick,
-        "model_folder": str(out.parent),
-        "checkpoint": str(final),
-    }
-    write_json(layout.nnunet_train_done(dataset, configuration), stamp)
+    summary = out / "validation" / "summary.json"
+    if not summary.is_file() or (settings.get("select_best") and not any((out / "validation").glob("*.npz"))):
+        trainer.perform_actual_validation(save_probabilities=bool(settings.get("select_best")))
+    stamp.update(
+        {
+            "planned": True,
+            "model_folder": str(out.parent),
+            "checkpoint": str(final),
+            "validation_dice": read_json(summary)["foreground_mean"]["Dice"],
+        }
+    )
+    write_json(layout.nnunet_train_done(dataset, configuration, fold), stamp)
     return stamp
 
 
-def predict(layout: Layout, dataset: str, dataset_id: int, configuration: str, settings: dict) -> list[str]:
-    """Predict the study's test cases with the trained model into predictions/nnunet_<cfg>/<dataset>/."""
-    setup_environment(layout)
+def _predict_configuration(
+    layout: Layout,
+    dataset: str,
+    configuration: str,
+    folds: list[int],
+    inputs: list[list[str]],
+    out_dir: Path,
+    settings: dict,
+    probabilities: bool,
+) -> None:
+    """nnU-Net's predictor with one configuration's trained folds (it averages the folds). The cascade
+    first predicts its 3d_lowres stage, whose segmentations it takes as input."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    stamp = read_json(layout.nnunet_train_done(dataset, configuration))
-    exported = read_json(layout.nnunet_export_done(dataset))
+    previous = None
+    if configuration == "3d_cascade_fullres":
+        previous = out_dir.parent / f"{out_dir.name}.3d_lowres"
+        _predict_configuration(layout, dataset, "3d_lowres", folds, inputs, previous, settings, False)
+    stamp = read_json(layout.nnunet_train_done(dataset, configuration, folds[0]))
     device = resolve_device(settings["device"])
     predictor = nnUNetPredictor(
         tile_step_size=0.5,
@@ -258,22 +296,121 @@ def predict(layout: Layout, dataset: str, dataset_id: int, configuration: str, s
         allow_tqdm=True,
     )
     predictor.initialize_from_trained_model_folder(
-        stamp["model_folder"], use_folds=(settings["fold"],), checkpoint_name="checkpoint_final.pth"
+        stamp["model_folder"], use_folds=tuple(folds), checkpoint_name="checkpoint_final.pth"
     )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = [str(out_dir / Path(files[0]).name[: -len("_0000.nii.gz")]) for files in inputs]
+    with torch.inference_mode():
+        predictor.predict_from_files_sequential(
+            inputs,
+            outputs,
+            save_probabilities=probabilities,
+            overwrite=True,
+            folder_with_segs_from_prev_stage=str(previous) if previous else None,
+        )
+
+
+def _test_inputs(exported: dict) -> list[list[str]]:
     raw = Path(exported["raw"])
-    run = nnunet_run_name(configuration)
+    return [
+        sorted(str(p) for p in (raw / "imagesTs").glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
+        for case in exported["test"]
+    ]
+
+
+def _move_predictions(layout: Layout, run: str, dataset: str, cases: list[str], folder: Path) -> list[str]:
     written = []
-    with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
-        inputs = [
-            sorted(str(p) for p in (raw / "imagesTs").glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
-            for case in exported["test"]
-        ]
-        outputs = [str(Path(tmp) / case) for case in exported["test"]]
-        with torch.inference_mode():
-            predictor.predict_from_files_sequential(inputs, outputs, save_probabilities=False, overwrite=True)
-        for case in exported["test"]:
-            dst = layout.prediction(run, dataset, case)
-            Path(dst).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(Path(tmp) / f"{case}.nii.gz", dst)
-            written.append(dst)
+    Path(layout.prediction_dir(run, dataset)).mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        dst = layout.prediction(run, dataset, case)
+        os.replace(folder / f"{case}.nii.gz", dst)
+        written.append(dst)
     return written
+
+
+def predict(
+    layout: Layout, dataset: str, dataset_id: int, configuration: str, folds: list[int], settings: dict
+) -> list[str]:
+    """Predict the study's test cases with a configuration's trained folds into predictions/nnunet_<cfg>/."""
+    setup_environment(layout)
+    stamps = [read_json(layout.nnunet_train_done(dataset, configuration, f)) for f in folds]
+    exported = read_json(layout.nnunet_export_done(dataset))
+    run = nnunet_run_name(configuration)
+    if not all(st["planned"] for st in stamps):
+        Path(layout.prediction_dir(run, dataset)).mkdir(parents=True, exist_ok=True)
+        log.warning("%s: %s was not planned by nnU-Net; no predictions", dataset, configuration)
+        return []
+    with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
+        out = Path(tmp, configuration)
+        _predict_configuration(layout, dataset, configuration, folds, _test_inputs(exported), out, settings, False)
+        return _move_predictions(layout, run, dataset, exported["test"], out)
+
+
+def select_best(layout: Layout, dataset: str, dataset_id: int, configurations: list[str], folds: list[int]) -> dict:
+    """nnU-Net's find_best_configuration over the trained (planned) configurations and folds: single
+    configurations and ensembles of two compared on the cross-validation, postprocessing determined."""
+    setup_environment(layout)
+    from nnunetv2.evaluation.find_best_configuration import find_best_configuration
+
+    planned = [c for c in configurations if read_json(layout.nnunet_train_done(dataset, c, folds[0]))["planned"]]
+    models = [{"plans": PLANS, "configuration": c, "trainer": TRAINER} for c in planned]
+    info = find_best_configuration(
+        dataset_id,
+        models,
+        allow_ensembling=len(models) > 1,
+        num_processes=int(os.environ["nnUNet_def_n_proc"]),
+        overwrite=True,
+        folds=tuple(folds),
+        strict=True,
+    )
+    best = info["best_model_or_ensemble"]
+    stamp = {
+        "dataset": dataset,
+        "folds": list(folds),
+        "candidates": {k: float(v) for k, v in info["all_results"].items()},
+        "selected": [m["configuration"] for m in best["selected_model_or_models"]],
+        "cv_dice": float(best["result_on_crossval_pre_pp"]),
+        "cv_dice_postprocessed": float(best["result_on_crossval_post_pp"]),
+        "postprocessing_file": best["postprocessing_file"],
+        "plans_file": best["some_plans_file"],
+    }
+    log.info("%s: nnU-Net selected %s (cross-validation Dice %.4f)", dataset, stamp["selected"], stamp["cv_dice"])
+    write_json(layout.nnunet_best_done(dataset), stamp)
+    return stamp
+
+
+def predict_best(layout: Layout, dataset: str, dataset_id: int, folds: list[int], settings: dict) -> list[str]:
+    """Predict the test cases with nnU-Net's selected model or ensemble, then its postprocessing."""
+    setup_environment(layout)
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+    from nnunetv2.ensembling.ensemble import ensemble_folders
+    from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing_to_folder
+
+    best = read_json(layout.nnunet_best_done(dataset))
+    exported = read_json(layout.nnunet_export_done(dataset))
+    n_proc = int(os.environ["nnUNet_def_n_proc"])
+    inputs = _test_inputs(exported)
+    ensemble = len(best["selected"]) > 1
+    with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
+        members = []
+        for configuration in best["selected"]:
+            member = Path(tmp, configuration)
+            _predict_configuration(layout, dataset, configuration, folds, inputs, member, settings, ensemble)
+            members.append(str(member))
+        merged = Path(tmp, "merged")
+        if ensemble:
+            ensemble_folders(members, str(merged), num_processes=n_proc)
+        else:
+            merged = Path(members[0])
+        post = Path(tmp, "postprocessed")
+        pp_fns, pp_fn_kwargs = load_pickle(best["postprocessing_file"])
+        apply_postprocessing_to_folder(
+            str(merged),
+            str(post),
+            pp_fns,
+            pp_fn_kwargs,
+            plans_file_or_dict=best["plans_file"],
+            dataset_json_file_or_dict=str(Path(members[0], "dataset.json")),
+            num_processes=n_proc,
+        )
+        return _move_predictions(layout, nnunet_run_name("best"), dataset, exported["test"], post)

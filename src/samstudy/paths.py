@@ -113,8 +113,12 @@ class Layout:
     def nnunet_plan_done(self, dataset: str) -> str:
         return self._r("nnunet", "stamps", f"{dataset}.planned.json")
 
-    def nnunet_train_done(self, dataset: str, configuration: str) -> str:
-        return self._r("nnunet", "stamps", f"{dataset}.{configuration}.trained.json")
+    def nnunet_train_done(self, dataset: str, configuration: str, fold: int | str) -> str:
+        return self._r("nnunet", "stamps", f"{dataset}.{configuration}.fold{fold}.trained.json")
+
+    def nnunet_best_done(self, dataset: str) -> str:
+        """nnU-Net's own best-configuration selection (find_best_configuration) for one dataset."""
+        return self._r("nnunet", "stamps", f"{dataset}.best.json")
 
     # evaluate / report
     def run_metrics(self, run: str, dataset: str) -> str:

@@ -223,7 +223,9 @@ def train_method(
         batch = [train[i] for i in order]
         bar = tqdm(range(0, len(batch), batch_size), desc=f"train {method} epoch {epoch}", unit="batch")
         for b in bar:
-            losses.append(train_step(model, opt, batch[b : b + batch_size], settings["jitter_px"], rng, device, precision))
+            losses.append(
+                train_step(model, opt, batch[b : b + batch_size], settings["jitter_px"], rng, device, precision)
+            )
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         score = validation_dice(model, val, device, batch_size, precision) if val else -float(np.mean(losses))
         if score > best:

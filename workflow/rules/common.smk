@@ -11,8 +11,12 @@ DATASETS = {d["name"]: d for d in CFG["datasets"]}
 TRAIN_DATASETS = [d for d, ds in DATASETS.items() if ds["role"] == "train_test"]
 NNUNET_DATASETS = TRAIN_DATASETS if CFG["nnunet"]["enabled"] else []
 NNUNET_CONFIGS = CFG["nnunet"]["configurations"]
-# What nnU-Net training and prediction depend on (not the list of configurations).
-NNUNET_TRAINING = {k: CFG["nnunet"][k] for k in ("fold", "schedule", "quick", "device")}
+NNUNET_FOLDS = CFG["nnunet"]["folds"]
+NNUNET_BEST = bool(NNUNET_DATASETS) and CFG["nnunet"]["select_best"]
+# What nnU-Net training and prediction depend on (not the lists of configurations and folds).
+NNUNET_TRAINING = {
+    k: CFG["nnunet"][k] for k in ("schedule", "quick", "device", "select_best")
+}
 PROTOCOLS = CFG["prompts"]["protocols"]
 # The command each stage calls (followed by its verb).
 SAMSTUDY = f"samstudy --results {shlex.quote(L.results_dir)} --cache {shlex.quote(L.cache_dir)}"
@@ -30,7 +34,7 @@ for _method, _spec in CFG["methods"].items():
             "protocol": _protocol,
             "prompted": True,
         }
-for _run in map(nnunet_run_name, NNUNET_CONFIGS):
+for _run in map(nnunet_run_name, NNUNET_CONFIGS + (["best"] if NNUNET_BEST else [])):
     if NNUNET_DATASETS:
         RUNS[_run] = {
             "method": _run,
@@ -48,7 +52,10 @@ EVAL_PARTS = [
     if info["model"] != "nnunet"
     or (
         d in NNUNET_DATASETS
-        and (r == nnunet_run_name("2d") or not samstudy_config.is_2d(DATASETS[d]))
+        and (
+            r in (nnunet_run_name("2d"), nnunet_run_name("best"))
+            or not samstudy_config.is_2d(DATASETS[d])
+        )
     )
 ]
 # (run, dataset) pairs of the `clicks` protocol: also scored after every click (Dice vs clicks).
@@ -125,7 +132,9 @@ def infer_params(wildcards):
         "device": CFG["embed"]["device"],
     }
     if adapts_encoder(wildcards.method):
-        params["embed"] = CFG["embed"]  # it embeds the evaluation cases with its adapted encoder
+        params["embed"] = CFG[
+            "embed"
+        ]  # it embeds the evaluation cases with its adapted encoder
     return P(params)
 
 
@@ -136,3 +145,17 @@ def nnunet_params(wildcards, *keys):
             **{k: CFG["nnunet"][k] for k in keys},
         }
     )
+
+
+def nnunet_trained(dataset, configurations):
+    return [
+        L.nnunet_train_done(dataset, c, f) for c in configurations for f in NNUNET_FOLDS
+    ]
+
+
+def nnunet_train_inputs(wildcards):
+    inputs = [L.nnunet_plan_done(wildcards.dataset)]
+    if wildcards.configuration == "3d_cascade_fullres":
+        # its training cases' first-stage segmentations come from the 3d_lowres cross-validation
+        inputs += nnunet_trained(wildcards.dataset, ["3d_lowres"])
+    return inputs

@@ -41,13 +41,13 @@ rule nnunet_plan:
 
 rule nnunet_train:
     input:
-        L.nnunet_plan_done("{dataset}"),
+        nnunet_train_inputs,
     output:
-        L.nnunet_train_done("{dataset}", "{configuration}"),
+        L.nnunet_train_done("{dataset}", "{configuration}", "{fold}"),
     log:
-        L.log("nnunet/train.{dataset}.{configuration}"),
+        L.log("nnunet/train.{dataset}.{configuration}.fold{fold}"),
     benchmark:
-        L.benchmark("nnunet_train.{dataset}.{configuration}")
+        L.benchmark("nnunet_train.{dataset}.{configuration}.fold{fold}")
     conda:
         ENV
     resources:
@@ -65,12 +65,12 @@ rule nnunet_train:
         ),
     shell:
         "{params.cli} nnunet train --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
-        " --params {params.p:q} > {log} 2>&1"
+        " --fold {wildcards.fold} --params {params.p:q} > {log} 2>&1"
 
 
 rule nnunet_predict:
     input:
-        L.nnunet_train_done("{dataset}", "{configuration}"),
+        lambda w: nnunet_trained(w.dataset, [w.configuration]),
     output:
         directory(L.prediction_dir("nnunet_{configuration}", "{dataset}")),
     log:
@@ -86,8 +86,63 @@ rule nnunet_predict:
     params:
         cli=SAMSTUDY,
         p=lambda w: P(
-            {"dataset_id": nnunet_dataset_id(w.dataset), "nnunet": CFG["nnunet"]}
+            {
+                "dataset_id": nnunet_dataset_id(w.dataset),
+                "nnunet": NNUNET_TRAINING,
+                "folds": NNUNET_FOLDS,
+            }
         ),
     shell:
         "{params.cli} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
         " --params {params.p:q} > {log} 2>&1"
+
+
+# nnU-Net's own model choice: find_best_configuration on the cross-validation of the trained folds.
+rule nnunet_select:
+    input:
+        lambda w: nnunet_trained(w.dataset, NNUNET_CONFIGS),
+    output:
+        L.nnunet_best_done("{dataset}"),
+    log:
+        L.log("nnunet/select.{dataset}"),
+    conda:
+        ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: P(
+            {
+                "dataset_id": nnunet_dataset_id(w.dataset),
+                "configurations": NNUNET_CONFIGS,
+                "folds": NNUNET_FOLDS,
+            }
+        ),
+    shell:
+        "{params.cli} nnunet select --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
+
+
+rule nnunet_predict_best:
+    input:
+        L.nnunet_best_done("{dataset}"),
+    output:
+        directory(L.prediction_dir("nnunet_best", "{dataset}")),
+    log:
+        L.log("nnunet/predict.{dataset}.best"),
+    benchmark:
+        L.benchmark("nnunet_predict.{dataset}.best")
+    conda:
+        ENV
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: P(
+            {
+                "dataset_id": nnunet_dataset_id(w.dataset),
+                "nnunet": NNUNET_TRAINING,
+                "folds": NNUNET_FOLDS,
+            }
+        ),
+    shell:
+        "{params.cli} nnunet predict_best --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"

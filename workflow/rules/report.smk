@@ -10,7 +10,10 @@ rule report:
         splits=L.splits(),
         rejected=L.rejected(),
         nnunet=[
-            L.nnunet_train_done(d, c) for d in NNUNET_DATASETS for c in NNUNET_CONFIGS
+            L.nnunet_train_done(d, c, f)
+            for d in NNUNET_DATASETS
+            for c in NNUNET_CONFIGS
+            for f in NNUNET_FOLDS
         ],
     output:
         L.report(),
