@@ -53,6 +53,11 @@ def test_two_configurations_two_folds_selection_and_ensemble_prediction(two_fold
             assert sorted(validation.glob("*.npz"))
     not_planned = nnunet.train(layout, "phantom", DATASET_ID, "3d_lowres", 0, QUICK, cfg["seed"])
     assert not_planned["planned"] is False  # tiny images: nnU-Net plans no low-resolution stage
+    assert nnunet.predict(layout, "phantom", DATASET_ID, "3d_lowres", [0], QUICK) == []
+    from samstudy.evaluate import evaluate_run
+
+    frame = evaluate_run(layout, "phantom", "nnunet_3d_lowres", {}, {"nsd_tolerance_mm": 2.0})
+    assert frame.empty  # scored as nothing, with the reason logged, instead of failing the study
 
     written = nnunet.predict(layout, "phantom", DATASET_ID, "3d_fullres", folds, QUICK)
     assert sorted(Path(p).name[:-7] for p in written) == sorted(split["test"])

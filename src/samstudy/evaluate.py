@@ -13,6 +13,7 @@ Rules for empty masks (per label and case):
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -140,7 +141,12 @@ def evaluate_run(layout: Layout, dataset: str, run: str, run_info: dict, setting
     rows = table.set_index("case_id")
     tolerances = nsd_tolerances(settings["nsd_tolerance_mm"], info["labels"])
     out = []
-    for case in tqdm(eval_cases(layout, dataset), desc=f"evaluate {run}/{dataset}", unit="case"):
+    cases = eval_cases(layout, dataset)
+    not_planned = layout.prediction_not_planned(run, dataset)
+    if Path(not_planned).is_file():  # an nnU-Net configuration nnU-Net did not plan for this dataset
+        log.warning("%s/%s: %s", run, dataset, read_json(not_planned)["reason"])
+        cases = []
+    for case in tqdm(cases, desc=f"evaluate {run}/{dataset}", unit="case"):
         image, gt = read_case(rows.loc[case].to_dict(), info)
         path = layout.prediction(run, dataset, case)
         for row in score_case(sitk.ReadImage(path), image, gt, info["labels"], tolerances, path):

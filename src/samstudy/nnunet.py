@@ -337,8 +337,9 @@ def predict(
     exported = read_json(layout.nnunet_export_done(dataset))
     run = nnunet_run_name(configuration)
     if not all(st["planned"] for st in stamps):
-        Path(layout.prediction_dir(run, dataset)).mkdir(parents=True, exist_ok=True)
-        log.warning("%s: %s was not planned by nnU-Net; no predictions", dataset, configuration)
+        reason = f"nnU-Net did not plan {configuration} for {dataset}: no model, no predictions"
+        write_json(layout.prediction_not_planned(run, dataset), {"reason": reason})
+        log.warning(reason)
         return []
     with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
         out = Path(tmp, configuration)

@@ -92,6 +92,10 @@ class Layout:
     def prediction_dir(self, run: str, dataset: str) -> str:
         return self._r("predictions", run, dataset)
 
+    def prediction_not_planned(self, run: str, dataset: str) -> str:
+        """Marker in an nnU-Net run's prediction folder: nnU-Net did not plan this configuration."""
+        return self._r("predictions", run, dataset, "not_planned.json")
+
     def prediction(self, run: str, dataset: str, case: str) -> str:
         return self._r("predictions", run, dataset, f"{case}.nii.gz")
 
