@@ -96,3 +96,17 @@ def tiny_model(monkeypatch):
     for module in (embed, infer, train):
         monkeypatch.setattr(module, "load_model", fake_load)
     return fake_load
+
+
+def dry_run_jobs(tmp_path, *args: str) -> list[tuple[str, str]]:
+    """(rule, job description) of every job a `snakemake -n` of the real workflow would run."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "snakemake", "-n", *args]
+    cmd += ["--config", f"results_dir={tmp_path}/r", f"cache_dir={tmp_path}/c"]
+    out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300, check=True).stdout
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"^rule (\w+):\n((?:    .*\n)+)", out, re.M)]

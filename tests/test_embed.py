@@ -16,6 +16,9 @@ def test_select_slices():
     assert select_slices(labels, "needed", 0).tolist() == [2]
     assert select_slices(labels, "needed", 1).tolist() == [1, 2, 3]
     assert select_slices(labels, "all", 0).tolist() == list(range(6))
+    labels[4, 2, 2] = 1  # a label with a gap (slice 3): its whole slice range is needed (3D boxes span it)
+    labels[0, 0, 0] = 2
+    assert select_slices(labels, "needed", 0).tolist() == [0, 2, 3, 4]
 
 
 def test_cache_hit_miss_corrupt_and_resume(study, tiny_model, caplog):

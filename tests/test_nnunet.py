@@ -109,3 +109,36 @@ def test_a_killed_training_resumes_from_the_latest_checkpoint(two_fold_study, mo
     with caplog.at_level(logging.INFO):
         nnunet.train(layout, "phantom", DATASET_ID, "2d", 0, {**settings, "quick": {**QUICK["quick"], "epochs": 1}}, 1)
     assert "starting afresh" in caplog.text
+
+
+def test_folds_and_selection_in_the_workflow(tmp_path):
+    """folds: all + select_best: one training job per configuration and fold, one selection, the run
+    nnunet_best predicted and scored; the cascade is refused without its first stage."""
+    import yaml
+
+    from samstudy.config import ConfigError
+    from tests.conftest import dry_run_jobs
+
+    extra = tmp_path / "nnunet.yaml"
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "splits": {"n_folds": 2},
+                "nnunet": {"configurations": ["2d", "3d_fullres"], "folds": "all", "select_best": True},
+            }
+        )
+    )
+    jobs = dry_run_jobs(tmp_path, "--configfile", str(extra))
+    trained = sorted(
+        (b.split("configuration=")[1].split(",")[0], b.split("fold=")[1].split()[0].strip(","))
+        for r, b in jobs
+        if r == "nnunet_train" and "dataset=phantom" in b
+    )
+    assert trained == [("2d", "0"), ("2d", "1"), ("3d_fullres", "0"), ("3d_fullres", "1")]
+    assert [r for r, b in jobs if r == "nnunet_select" and "dataset=phantom" in b] == ["nnunet_select"]
+    assert any(r == "nnunet_predict_best" and "dataset=phantom" in b for r, b in jobs)
+    assert any(r == "evaluate" and "run=nnunet_best" in b and "dataset=phantom" in b for r, b in jobs)
+    with pytest.raises(ConfigError, match="needs 3d_lowres"):
+        study_config(tmp_path, nnunet={"configurations": ["3d_cascade_fullres"]})
+    with pytest.raises(ConfigError, match="fold"):
+        study_config(tmp_path, nnunet={"folds": [3]})

@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 
 from samstudy.splits import SplitError, check_split, make_split
+from tests.conftest import dry_run_jobs
 
 SETTINGS = {"test_fraction": 0.25, "n_folds": 1, "val_fraction": 0.25}
 
@@ -59,21 +60,7 @@ def test_test_only_is_never_trained_and_leaks_are_caught():
 def test_test_only_datasets_get_no_training_and_no_nnunet_in_the_workflow(tmp_path):
     """The default study's mni152 (test_only) is predicted and scored, but never trained on: no nnU-Net job
     and no training input for it (a dry run of the real workflow)."""
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--config", f"results_dir={tmp_path}/r", f"cache_dir={tmp_path}/c"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    jobs = [(m.group(1), m.group(2)) for m in re.finditer(r"^rule (\w+):\n((?:    .*\n)+)", out, re.M)]
+    jobs = dry_run_jobs(tmp_path)
     assert any(rule == "infer" and "dataset=mni152" in body for rule, body in jobs)
     assert any(rule == "evaluate" and "dataset=mni152" in body for rule, body in jobs)
     nnunet = [body for rule, body in jobs if rule.startswith("nnunet")]

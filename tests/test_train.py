@@ -12,6 +12,7 @@ from samstudy.adapt import AdaptedCheckpointError, load_adapted
 from samstudy.embed import embed_dataset
 from samstudy.infer import infer_dataset
 from samstudy.train import _forward, _target, dice_bce_loss, train_method
+from tests.conftest import dry_run_jobs
 
 EMBED = {"slices": "needed", "slice_margin": 0, "batch_size": 4, "device": "cpu", "precision": "fp32"}
 METHOD = {"model": "m", "adaptation": "decoder"}
@@ -141,3 +142,16 @@ def test_encoder_methods_train_save_load_and_predict_with_their_own_embeddings(s
     assert adapted_files - base_files  # the adapted encoder's embeddings are cached under their own keys
     with pytest.raises(ValueError, match="needs the embed settings"):
         infer_dataset(layout, "phantom", "enc", method_cfg, {"type": "litemedsam"}, "box", "cpu")
+
+
+def test_encoder_methods_are_one_config_switch_away_in_the_workflow(tmp_path):
+    """config/examples/adaptations.yaml adds lora, adapter and full to the default study: each trains
+    from the preprocessed slices (no base-embedding input) and its inference embeds with its own encoder."""
+    jobs = dry_run_jobs(tmp_path, "--configfile", "config/examples/adaptations.yaml")
+    trained = {body.split("method=")[1].split()[0].strip(",") for rule, body in jobs if rule == "train"}
+    assert trained == {"decoder", "lora", "adapter", "full"}
+    for rule, body in jobs:
+        if rule == "train" and "method=decoder" not in body:
+            assert "embeddings/" not in body.split("output:")[0]  # inputs: preprocessed slices and splits only
+        if rule == "infer" and any(f"method={m}" in body for m in ("lora", "adapter", "full")):
+            assert "embeddings/" not in body.split("output:")[0] and "checkpoint.pt" in body

@@ -36,14 +36,17 @@ class CacheMiss(LookupError):
 
 
 def select_slices(labels: np.ndarray, mode: str, margin: int) -> np.ndarray:
-    """Slice indices to embed: all, or those with a label (+/- margin), which is what prompts need."""
+    """Slice indices to embed: all, or what prompts need: every slice from each label's first to its last
+    slice (a 3D box spans gaps in a label), +/- margin."""
     n = labels.shape[0]
     if mode == "all":
         return np.arange(n)
-    has = np.flatnonzero(labels.reshape(n, -1).any(axis=1))
+    flat = labels.reshape(n, -1)
     keep = np.zeros(n, dtype=bool)
-    for i in has:
-        keep[max(0, i - margin) : i + margin + 1] = True
+    values = np.flatnonzero(np.bincount(flat.ravel())) if flat.size else []  # label values present
+    for value in (v for v in values if v != 0):
+        present = np.flatnonzero((flat == value).any(axis=1))
+        keep[max(0, present[0] - margin) : present[-1] + margin + 1] = True
     return np.flatnonzero(keep)
 
 

@@ -102,7 +102,7 @@ def _embedding(embeddings: dict[int, np.ndarray], s: int, case: str) -> np.ndarr
     if s not in embeddings:
         raise KeyError(
             f"case {case}: slice {s} needs a prediction but has no cached embedding "
-            "(embed.slices: needed embeds only slices with a label; use embed.slices: all or a slice_margin)"
+            "(embed.slices: needed embeds each label's slice range; use embed.slices: all or a slice_margin)"
         )
     return embeddings[s]
 
