@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from samstudy.config import ENCODER_ADAPTATIONS, METHOD_OPTIONS
 from samstudy.io import sha256_file
 from samstudy.models import LoadedModel
 
 ADAPTATIONS = ("decoder", "lora", "adapter", "full")
-ENCODER_ADAPTATIONS = frozenset({"lora", "adapter", "full"})
 ADAPTER_TAG = "samstudy_adapter"  # in the names of the adapter layers' parameters
 
 
@@ -45,13 +45,12 @@ def adapts_encoder(adaptation: str) -> bool:
 
 
 def method_options(method_cfg: dict) -> dict:
-    """The method's structural options (what rebuilding its layers needs)."""
-    adaptation = method_cfg["adaptation"]
-    if adaptation == "lora":
-        return {"rank": int(method_cfg.get("rank", 4)), "alpha": float(method_cfg.get("alpha", 8.0))}
-    if adaptation == "adapter":
-        return {"bottleneck": int(method_cfg.get("bottleneck", 32))}
-    return {}
+    """The method's structural options (what rebuilding its layers needs), defaults filled in."""
+    return {
+        key: type(default)(method_cfg.get(key, default))
+        for key, (adaptation, default) in METHOD_OPTIONS.items()
+        if adaptation == method_cfg["adaptation"]
+    }
 
 
 class Bottleneck(nn.Module):

@@ -29,6 +29,8 @@ def schema() -> dict:
 
 # Structural options of the adaptation methods: key -> (the adaptation it belongs to, default).
 METHOD_OPTIONS = {"rank": ("lora", 4), "alpha": ("lora", 8.0), "bottleneck": ("adapter", 32)}
+# Adaptations that change the image encoder: they cannot use the base model's cached embeddings.
+ENCODER_ADAPTATIONS = frozenset({"lora", "adapter", "full"})
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:

@@ -234,9 +234,12 @@ def train(
         trainer.save_every = 1  # a killed quick run resumes from its last epoch (nnU-Net saves every 50)
     out = Path(trainer.output_folder)
     final, latest = out / "checkpoint_final.pth", out / "checkpoint_latest.pth"
-    # nnU-Net's folder is reused only by the same training run (same settings, plans and seed);
-    # otherwise a finished or half-done model from other settings would be picked up.
-    run_id = sha256_json({"settings": settings, "seed": seed, "plans": plans})
+    # nnU-Net's folder is reused only by the same training run (same schedule, plans and seed); otherwise
+    # a finished or half-done model from other settings would be picked up. The device and select_best do
+    # not change the model: they never discard one (select_best only reruns the validation, with
+    # probabilities).
+    schedule = {k: settings[k] for k in ("schedule", "quick")}
+    run_id = sha256_json({"settings": schedule, "seed": seed, "plans": plans})
     marker = out / "samstudy_run.json"
     if out.exists() and (not marker.is_file() or read_json(marker).get("run_id") != run_id):
         log.info("%s fold %d: settings changed since the last training; starting afresh", dataset, fold)
@@ -354,6 +357,8 @@ def select_best(layout: Layout, dataset: str, dataset_id: int, configurations: l
     from nnunetv2.evaluation.find_best_configuration import find_best_configuration
 
     planned = [c for c in configurations if read_json(layout.nnunet_train_done(dataset, c, folds[0]))["planned"]]
+    if not planned:
+        raise ValueError(f"{dataset}: nnU-Net planned none of {configurations}; nothing to select from")
     models = [{"plans": PLANS, "configuration": c, "trainer": TRAINER} for c in planned]
     info = find_best_configuration(
         dataset_id,

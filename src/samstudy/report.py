@@ -161,23 +161,26 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
     )
     notes = []
     trained: dict[tuple[str, str], list[dict]] = {}
-    for stamp_path in nnunet_stamps:  # one stamp per dataset, configuration and fold
+    selections = []
+    for stamp_path in nnunet_stamps:  # one per dataset, configuration and fold; one per model selection
         stamp = read_json(stamp_path)
-        trained.setdefault((stamp["dataset"], stamp["configuration"]), []).append(stamp)
+        if "selected" in stamp:
+            selections.append(stamp)
+        else:
+            trained.setdefault((stamp["dataset"], stamp["configuration"]), []).append(stamp)
     for (dataset, configuration), stamps in sorted(trained.items()):
         folds = ", ".join(str(st["fold"]) for st in sorted(stamps, key=lambda st: st["fold"]))
         if not stamps[0].get("planned", True):
             notes.append(
                 f"nnU-Net {configuration} on {dataset}: <b>not planned by nnU-Net</b> for this dataset "
-                "(its images are too small for this configuration): nothing trained or scored."
+                "(it plans a low-resolution stage only for large images): nothing trained or scored."
             )
         elif not stamps[0]["converged"]:
             notes.append(
                 f"nnU-Net {configuration} on {dataset} (folds {folds}): <b>quick schedule, not converged</b> "
                 "(a CPU demo; use nnunet.schedule: full for a real baseline)."
             )
-    for best_path in sorted(Path(layout.nnunet_root(), "stamps").glob("*.best.json")):
-        best = read_json(best_path)
+    for best in selections:
         notes.append(
             f"nnunet_best on {best['dataset']}: nnU-Net's find_best_configuration chose "
             f"{' + '.join(best['selected'])} (cross-validation Dice {best['cv_dice']:.3f}, "

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from samstudy import adapt
-from samstudy.adapt import AdaptedCheckpointError, load_adapted  # noqa: F401  (re-exported for callers)
 from samstudy.embed import load_case_embeddings, resolve_precision, select_slices
 from samstudy.io import atomic_path, read_json, sha256_json
 from samstudy.models import LoadedModel, load_model, resolve_device
@@ -210,7 +209,8 @@ def train_method(
             log.info("resuming %s from epoch %d", method, start)
     batch_size = settings["batch_size"]
     if start == 0:
-        zero = validation_dice(model, val, device, batch_size, precision)
+        # without validation cases the score is minus the training loss; before training there is none
+        zero = validation_dice(model, val, device, batch_size, precision) if val else -float("inf")
         curves.append({"epoch": 0, "train_loss": float("nan"), "val_dice": zero, "best_val_dice": zero})
         best, best_state = zero, adapt.trained_state(model, adaptation)
         start = 1

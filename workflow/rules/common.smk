@@ -17,6 +17,7 @@ NNUNET_BEST = bool(NNUNET_DATASETS) and CFG["nnunet"]["select_best"]
 NNUNET_TRAINING = {
     k: CFG["nnunet"][k] for k in ("schedule", "quick", "device", "select_best")
 }
+NNUNET_PREDICTION = {k: CFG["nnunet"][k] for k in ("schedule", "device")}
 PROTOCOLS = CFG["prompts"]["protocols"]
 # The command each stage calls (followed by its verb).
 SAMSTUDY = f"samstudy --results {shlex.quote(L.results_dir)} --cache {shlex.quote(L.cache_dir)}"
@@ -43,20 +44,29 @@ for _run in map(nnunet_run_name, NNUNET_CONFIGS + (["best"] if NNUNET_BEST else 
             "protocol": "none",
             "prompted": False,
         }
-# (run, dataset) pairs that are evaluated: nnU-Net only where it was trained, and on 2D datasets only
-# its 2d configuration (nnU-Net plans no 3D configuration for 2D images).
+
+
+def nnunet_configs(dataset):
+    # nnU-Net plans no 3D configuration for 2D images: on a 2D dataset only its 2d one is trained.
+    if samstudy_config.is_2d(DATASETS[dataset]):
+        return [c for c in NNUNET_CONFIGS if c == "2d"]
+    return NNUNET_CONFIGS
+
+
+def nnunet_runs(dataset):
+    if dataset not in NNUNET_DATASETS:
+        return []
+    configs = nnunet_configs(dataset)
+    best = ["best"] if NNUNET_BEST and configs else []
+    return [nnunet_run_name(c) for c in configs + best]
+
+
+# (run, dataset) pairs that are evaluated: nnU-Net only where it was trained (configurations it can plan).
 EVAL_PARTS = [
     (r, d)
     for r, info in RUNS.items()
     for d in DATASETS
-    if info["model"] != "nnunet"
-    or (
-        d in NNUNET_DATASETS
-        and (
-            r in (nnunet_run_name("2d"), nnunet_run_name("best"))
-            or not samstudy_config.is_2d(DATASETS[d])
-        )
-    )
+    if info["model"] != "nnunet" or r in nnunet_runs(d)
 ]
 # (run, dataset) pairs of the `clicks` protocol: also scored after every click (Dice vs clicks).
 CLICK_PARTS = [(r, d) for r, d in EVAL_PARTS if RUNS[r]["protocol"] == "clicks"]
@@ -96,7 +106,7 @@ def prompt_settings(protocol):
 def adapts_encoder(method):
     # LoRA, adapters and full fine-tuning change the encoder: they run it on the preprocessed slices and
     # do not use the base model's cached embeddings.
-    return CFG["methods"][method]["adaptation"] in ("lora", "adapter", "full")
+    return CFG["methods"][method]["adaptation"] in samstudy_config.ENCODER_ADAPTATIONS
 
 
 def train_inputs(wildcards):

@@ -88,7 +88,7 @@ rule nnunet_predict:
         p=lambda w: P(
             {
                 "dataset_id": nnunet_dataset_id(w.dataset),
-                "nnunet": NNUNET_TRAINING,
+                "nnunet": NNUNET_PREDICTION,
                 "folds": NNUNET_FOLDS,
             }
         ),
@@ -100,7 +100,7 @@ rule nnunet_predict:
 # nnU-Net's own model choice: find_best_configuration on the cross-validation of the trained folds.
 rule nnunet_select:
     input:
-        lambda w: nnunet_trained(w.dataset, NNUNET_CONFIGS),
+        lambda w: nnunet_trained(w.dataset, nnunet_configs(w.dataset)),
     output:
         L.nnunet_best_done("{dataset}"),
     log:
@@ -112,7 +112,7 @@ rule nnunet_select:
         p=lambda w: P(
             {
                 "dataset_id": nnunet_dataset_id(w.dataset),
-                "configurations": NNUNET_CONFIGS,
+                "configurations": nnunet_configs(w.dataset),
                 "folds": NNUNET_FOLDS,
             }
         ),
@@ -140,7 +140,7 @@ rule nnunet_predict_best:
         p=lambda w: P(
             {
                 "dataset_id": nnunet_dataset_id(w.dataset),
-                "nnunet": NNUNET_TRAINING,
+                "nnunet": NNUNET_PREDICTION,
                 "folds": NNUNET_FOLDS,
             }
         ),

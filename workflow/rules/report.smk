@@ -12,8 +12,13 @@ rule report:
         nnunet=[
             L.nnunet_train_done(d, c, f)
             for d in NNUNET_DATASETS
-            for c in NNUNET_CONFIGS
+            for c in nnunet_configs(d)
             for f in NNUNET_FOLDS
+        ],
+        nnunet_best=[
+            L.nnunet_best_done(d)
+            for d in NNUNET_DATASETS
+            if nnunet_run_name("best") in nnunet_runs(d)
         ],
     output:
         L.report(),
@@ -23,6 +28,11 @@ rule report:
         ENV
     params:
         cli=SAMSTUDY,
-        p=lambda w, input: P({"config": CFG, "nnunet_stamps": list(input.nnunet)}),
+        p=lambda w, input: P(
+            {
+                "config": CFG,
+                "nnunet_stamps": list(input.nnunet) + list(input.nnunet_best),
+            }
+        ),
     shell:
         "{params.cli} report --params {params.p:q} > {log} 2>&1"
