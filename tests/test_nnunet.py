@@ -103,8 +103,10 @@ def test_a_killed_training_resumes_from_the_latest_checkpoint(two_fold_study, mo
         stamp = nnunet.train(layout, "phantom", DATASET_ID, "2d", 0, settings, cfg["seed"])
     assert "resuming from" in caplog.text and "checkpoint_latest.pth" in caplog.text
     assert Path(stamp["checkpoint"]).is_file()
-    log = next(Path(stamp["model_folder"], "fold_0").glob("training_log_*.txt")).read_text()
-    assert "Epoch 1" in log  # the second epoch ran after the resume
+    # across nnU-Net's log files (one per trainer, named by the second it started): epoch 0 ran once, before
+    # the kill, and epoch 1 once, after the resume
+    logs = "".join(p.read_text() for p in Path(stamp["model_folder"], "fold_0").glob("training_log_*.txt"))
+    assert logs.count("Epoch 0 ") == 1 and logs.count("Epoch 1 ") == 1
     # a rerun with other settings starts afresh instead of reusing this model
     with caplog.at_level(logging.INFO):
         nnunet.train(layout, "phantom", DATASET_ID, "2d", 0, {**settings, "quick": {**QUICK["quick"], "epochs": 1}}, 1)

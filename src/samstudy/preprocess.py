@@ -64,11 +64,12 @@ def from_slices(slices: np.ndarray, axis: int) -> np.ndarray:
 
 
 def preprocess_params(ds: dict, settings: dict) -> dict:
-    """The preprocessing parameters one dataset uses (window from the dataset entry wins)."""
+    """The preprocessing parameters one dataset uses (window from the dataset entry wins). `settings` may
+    lack what the dataset's modality does not use (the workflow passes only what it uses)."""
     return {
         "slice_axis": settings["slice_axis"],
-        "window": ds.get("window") or settings["ct_window"],
-        "mr_percentiles": settings["mr_percentiles"],
+        "window": ds.get("window") or settings.get("ct_window"),
+        "mr_percentiles": settings.get("mr_percentiles"),
     }
 
 

@@ -74,7 +74,8 @@ def test_all_methods_scored_with_predictions_in_the_input_geometry(finished_stud
     assert metrics["dice"].between(0, 1).all()
     assert metrics.loc[metrics["run"] == "zeroshot.box", "dice"].mean() > 0.5  # real weights do segment
     assert not metrics.loc[metrics["run"] == "nnunet_2d", "prompted"].any()
-    manifest = pd.read_parquet(results / "manifest.parquet").set_index("case_id")
+    manifest = pd.read_parquet(results / "manifest.parquet")
+    manifest = manifest[manifest["dataset"] == "phantom"].set_index("case_id")  # case ids repeat across datasets
     for run in ("zeroshot.box", "decoder.box", "nnunet_2d"):
         files = sorted((results / "predictions" / run / "phantom").glob("*.nii.gz"))
         assert files, run
@@ -119,18 +120,20 @@ def _dry_run_with(work: Path, change) -> dict[str, int]:
 
 def test_changing_the_learning_rate_reruns_training_and_what_follows_only(finished_study):
     counts = _dry_run_with(finished_study, lambda cfg: cfg["train"].update(lr=cfg["train"]["lr"] * 2))
-    assert counts == {"train": 1, "infer": 1, "evaluate": 1, "summarize": 1, "report": 1, "all": 1}
+    # the decoder is trained on phantom + skin2d and predicts all three datasets (mni152 is test_only)
+    assert counts == {"train": 1, "infer": 3, "evaluate": 3, "summarize": 1, "report": 1, "all": 1}
 
 
 def test_changing_the_ct_window_reruns_preprocessing_and_embedding_but_not_nnunet(finished_study):
     counts = _dry_run_with(finished_study, lambda cfg: cfg["preprocess"].update(ct_window={"level": 50, "width": 350}))
+    # only the CT dataset (phantom) is windowed; the decoder trained on it is redone for every dataset
     assert counts == {
         "preprocess": 1,
         "embed": 1,
         "prompts": 1,
         "train": 1,
-        "infer": 2,
-        "evaluate": 2,
+        "infer": 4,
+        "evaluate": 4,
         "summarize": 1,
         "report": 1,
         "all": 1,
@@ -140,7 +143,8 @@ def test_changing_the_ct_window_reruns_preprocessing_and_embedding_but_not_nnune
 
 def test_adding_a_prompt_protocol_runs_only_its_prompts_inference_and_evaluation(finished_study):
     counts = _dry_run_with(finished_study, lambda cfg: cfg["prompts"].update(protocols=["box", "box_jitter"]))
-    assert counts == {"prompts": 1, "infer": 2, "evaluate": 2, "summarize": 1, "report": 1, "all": 1}
+    # one prompts job per dataset, then both methods on each of the three datasets
+    assert counts == {"prompts": 3, "infer": 6, "evaluate": 6, "summarize": 1, "report": 1, "all": 1}
 
 
 def _dvc(work: Path, *args: str) -> str:

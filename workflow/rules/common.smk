@@ -109,6 +109,18 @@ def adapts_encoder(method):
     return CFG["methods"][method]["adaptation"] in samstudy_config.ENCODER_ADAPTATIONS
 
 
+def preprocess_params(wildcards):
+    # CT datasets use the window, the others the percentiles: each reruns only on its own setting.
+    ds = DATASETS[wildcards.dataset]
+    unused = "mr_percentiles" if ds["modality"] == "CT" else "ct_window"
+    return P(
+        {
+            "dataset": {k: ds.get(k) for k in ("name", "modality", "window")},
+            "preprocess": {k: v for k, v in CFG["preprocess"].items() if k != unused},
+        }
+    )
+
+
 def train_inputs(wildcards):
     model = CFG["methods"][wildcards.method]["model"]
     inputs = {

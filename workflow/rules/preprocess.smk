@@ -15,14 +15,6 @@ rule preprocess:
         ENV
     params:
         cli=SAMSTUDY,
-        p=lambda w: P(
-            {
-                "dataset": {
-                    k: DATASETS[w.dataset].get(k)
-                    for k in ("name", "modality", "window")
-                },
-                "preprocess": CFG["preprocess"],
-            }
-        ),
+        p=preprocess_params,
     shell:
         "{params.cli} preprocess --params {params.p:q} > {log} 2>&1"
