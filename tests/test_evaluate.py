@@ -184,3 +184,39 @@ def test_clicks_and_box3d_through_inference_evaluation_summary_and_report(study,
         assert all(s0 <= u["slice"] <= s1 for u in obj["propagation"])
     section = _clicks_section(layout)
     assert "Dice vs clicks" in section and "<table" in section and "prompted" in section
+    from samstudy.report import _overlays, _paired_section
+
+    overlays = _overlays(layout, metrics)  # one example slice per dataset: GT + both runs' contours
+    assert overlays.count("data:image/png;base64,") == 1 and f"phantom / {sorted(cases)[0]}" in overlays
+    assert "No nnU-Net baseline" in _paired_section(layout)
+
+
+def test_paired_tests_against_the_nnunet_baseline():
+    """Wilcoxon signed-rank per dataset against nnU-Net, Benjamini-Hochberg adjusted; hand-computed values:
+    six cases all better -> exact two-sided p = 2 / 2**6 = 0.03125; BH over (0.03125, 1) -> (0.0625, 1)."""
+    import pandas as pd
+
+    from samstudy.evaluate import baseline_run, paired_tests
+
+    cases = [f"c{i}" for i in range(6)]
+    base = [0.50, 0.60, 0.55, 0.70, 0.65, 0.40]
+    rows = []
+    for run, scores in {
+        "nnunet_2d": base,
+        "better.box": [b + 0.05 + 0.01 * i for i, b in enumerate(base)],
+        "same.box": base,
+    }.items():
+        for case, dice in zip(cases, scores, strict=True):
+            for label in ("a", "b"):  # two labels with the same Dice: the per-case mean is that Dice
+                rows.append({"dataset": "d", "run": run, "case_id": case, "label": label, "dice": dice})
+    rows.append({"dataset": "d", "run": "lonely.box", "case_id": "c0", "label": "a", "dice": 0.9})
+    tests = paired_tests(pd.DataFrame(rows)).set_index("run")
+    assert set(tests["baseline"]) == {"nnunet_2d"} and "nnunet_2d" not in tests.index
+    assert tests.loc["better.box", "p"] == pytest.approx(0.03125)
+    assert tests.loc["better.box", "p_adj"] == pytest.approx(0.0625)
+    assert tests.loc["better.box", "mean_diff"] == pytest.approx(0.075)
+    assert tests.loc["same.box", "p"] == 1.0 and tests.loc["same.box", "p_adj"] == 1.0
+    assert tests.loc["lonely.box", "n_cases"] == 1 and np.isnan(tests.loc["lonely.box", "p"])
+    assert baseline_run(["a.box", "nnunet_3d_fullres", "nnunet_2d", "nnunet_best"]) == "nnunet_best"
+    assert baseline_run(["a.box", "nnunet_3d_fullres", "nnunet_2d"]) == "nnunet_2d"
+    assert baseline_run(["a.box"]) is None

@@ -212,6 +212,13 @@ def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int, click_par
         summary.setdefault(run, {}).setdefault(dataset, {})["mean_dice_after_clicks"] = {
             str(int(k)): float(v) for k, v in per_click.items()
         }
+    tests = paired_tests(metrics)
+    write_parquet(layout.paired_tests(), tests)
+    for row in tests.to_dict("records"):
+        summary[row["run"]][row["dataset"]]["vs_baseline"] = {  # JSON has no NaN: no test is null
+            k: (None if isinstance(row[k], float) and not np.isfinite(row[k]) else row[k])
+            for k in ("baseline", "mean_diff", "p", "p_adj")
+        }
     write_json(layout.summary(), summary)
     # DVC plot data: mean Dice per run and label (one row each), beside the metrics
     per_run = metrics.groupby(["run", "dataset", "label"], sort=True)["dice"].mean().reset_index()
@@ -220,6 +227,57 @@ def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int, click_par
     with atomic_path(layout.clicks_plot()) as tmp:
         dice_vs_clicks_curve(clicks).to_csv(tmp, index=False)
     return summary
+
+
+PAIRED_COLUMNS = ["dataset", "run", "baseline", "n_cases", "mean_dice", "baseline_dice", "mean_diff", "p", "p_adj"]
+
+
+def baseline_run(runs: list[str]) -> str | None:
+    """The baseline of a dataset: nnU-Net's selected model if the study has it, else its first nnU-Net run."""
+    nnunet = sorted(r for r in runs if r.startswith("nnunet_"))
+    return "nnunet_best" if "nnunet_best" in nnunet else (nnunet[0] if nnunet else None)
+
+
+def paired_tests(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Every run against its dataset's nnU-Net baseline: two-sided Wilcoxon signed-rank test on per-case
+    mean Dice (paired by case; scipy), p-values adjusted per dataset with Benjamini-Hochberg (scipy's
+    false_discovery_control). Identical scores give p = 1; fewer than two shared cases give no test."""
+    from scipy.stats import false_discovery_control, wilcoxon
+
+    rows = []
+    for dataset, group in metrics.groupby("dataset", sort=True):
+        base = baseline_run(list(group["run"].unique()))
+        if base is None:
+            continue
+        per_case = group.groupby(["run", "case_id"])["dice"].mean().unstack("case_id")
+        for run in sorted(set(per_case.index) - {base}):
+            pair = per_case.loc[[run, base]].dropna(axis=1)
+            diff = pair.loc[run] - pair.loc[base]
+            if pair.shape[1] < 2:
+                p = float("nan")
+            elif np.allclose(diff, 0):
+                p = 1.0
+            else:
+                p = float(wilcoxon(pair.loc[run], pair.loc[base]).pvalue)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "run": run,
+                    "baseline": base,
+                    "n_cases": int(pair.shape[1]),
+                    "mean_dice": float(pair.loc[run].mean()),
+                    "baseline_dice": float(pair.loc[base].mean()),
+                    "mean_diff": float(diff.mean()),
+                    "p": p,
+                }
+            )
+    tests = pd.DataFrame(rows, columns=PAIRED_COLUMNS[:-1])
+    tests["p_adj"] = np.nan
+    for _, idx in tests.groupby("dataset").groups.items():
+        valid = [i for i in idx if np.isfinite(tests.at[i, "p"])]
+        if valid:
+            tests.loc[valid, "p_adj"] = false_discovery_control(tests.loc[valid, "p"].to_numpy(), method="bh")
+    return tests[PAIRED_COLUMNS]
 
 
 def dice_vs_clicks_curve(clicks: pd.DataFrame) -> pd.DataFrame:

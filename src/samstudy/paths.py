@@ -142,6 +142,10 @@ class Layout:
     def summary(self) -> str:
         return self._r("summary.json")
 
+    def paired_tests(self) -> str:
+        """Each run against the dataset's nnU-Net baseline: paired tests on per-case Dice."""
+        return self._r("paired_tests.parquet")
+
     def dice_plot(self) -> str:
         """Mean Dice per run and label as CSV (a DVC plot)."""
         return self._r("plots", "dice_per_run.csv")

@@ -11,6 +11,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from samstudy.io import atomic_path, read_json, sha256_file
@@ -117,6 +118,61 @@ def _clicks_section(layout: Layout) -> str:
 same code and rules as the tables above.</p>
 <img alt="Dice vs clicks" src="data:image/png;base64,{_clicks_curve(dice_vs_clicks_curve(clicks))}">
 {table.to_html(index=False)}"""
+
+
+def _paired_section(layout: Layout) -> str:
+    path = Path(layout.paired_tests())
+    tests = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    if tests.empty:
+        return "<h2>Against the baseline</h2><p>No nnU-Net baseline in this study: no paired tests.</p>"
+    return f"""<h2>Against the baseline</h2>
+<p>Each run against its dataset's nnU-Net run (nnunet_best when nnU-Net chose one): two-sided Wilcoxon signed-rank test
+on the per-case mean Dice, paired by case; p_adj: Benjamini-Hochberg across the runs of a dataset. With few test cases
+no difference can be significant. Prompt-based runs use GT-derived prompts; the baseline uses none.</p>
+{tests.round(4).to_html(index=False)}"""
+
+
+def _overlays(layout: Layout, metrics: pd.DataFrame) -> str:
+    """For one test case per dataset, its most labelled slice with the ground truth and every run's
+    prediction drawn as contours (one colour per label value), as base64 PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    from samstudy.preprocess import load_preprocessed, to_slices
+
+    blocks = []
+    for dataset, group in metrics.groupby("dataset", sort=True):
+        case = sorted(group["case_id"].unique())[0]
+        pre = load_preprocessed(layout, dataset, case)
+        labels, axis = pre["labels"], int(pre["axis"])
+        s = int(np.argmax(labels.reshape(labels.shape[0], -1).astype(bool).sum(axis=1)))
+        panels = [("ground truth", labels[s])]
+        for run in sorted(group["run"].unique()):
+            path = Path(layout.prediction(run, dataset, case))
+            if path.is_file():
+                pred = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+                panels.append((run, (pred[None] if pred.ndim == 2 else to_slices(pred, axis))[s]))
+        image = pre["slices"][s]
+        fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.5), squeeze=False)
+        for ax, (title, mask) in zip(axes[0], panels, strict=True):
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+            for value in (v for v in np.unique(mask) if v):
+                ax.contour(mask == value, levels=[0.5], colors=[plt.cm.tab10(int(value) % 10)], linewidths=1)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        png = base64.b64encode(buf.getvalue()).decode()
+        blocks.append(
+            f"<h3>{html.escape(dataset)} / {html.escape(case)}, slice {s}</h3>"
+            f'<img alt="overlay {html.escape(dataset)}" src="data:image/png;base64,{png}">'
+        )
+    return "<h2>Examples</h2><p>Contours: one colour per label value.</p>" + "".join(blocks)
 
 
 def _cost(layout: Layout) -> pd.DataFrame:
@@ -230,7 +286,9 @@ Empty-mask rules: both empty gives Dice 1 / NSD 1 / HD95 0; one empty gives Dice
 <h2>Per label</h2><p>prompted = True: GT-derived prompts.</p>{table.to_html(index=False)}
 <h2>Dice distribution</h2><p>Prompt-based runs (all but nnU-Net) use GT-derived prompts.</p>
 <img alt="Dice box plot" src="data:image/png;base64,{_boxplot(metrics)}">
+{_paired_section(layout)}
 {_clicks_section(layout)}
+{_overlays(layout, metrics)}
 <h2>Compute cost (Snakemake benchmark files)</h2>{_cost(layout).to_html(index=False)}
 <h2>Artifacts</h2><p>{link_html}</p>
 <h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=1, sort_keys=True, default=str))}</pre>

@@ -53,6 +53,7 @@ rule summarize:
         dice_plot=L.dice_plot(),
         click_metrics=L.click_metrics(),
         clicks_plot=L.clicks_plot(),
+        paired_tests=L.paired_tests(),
     log:
         L.log("summarize"),
     conda:

@@ -9,6 +9,9 @@ rule report:
         manifest=L.manifest(),
         splits=L.splits(),
         rejected=L.rejected(),
+        paired=L.paired_tests(),
+        preprocessed=[L.preprocessed_dir(d) for d in DATASETS],
+        predictions=[L.prediction_dir(r, d) for r, d in EVAL_PARTS],
         nnunet=[
             L.nnunet_train_done(d, c, f)
             for d in NNUNET_DATASETS
