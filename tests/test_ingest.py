@@ -404,6 +404,13 @@ def test_nnunet_raw_2d_png_dataset(tmp_path):
     ds = {"name": "roads", "format": "nnunet", "path": str(tmp_path), "modality": "other", "role": "train_test"}
     manifest = ingest_dataset(ds, Layout(str(tmp_path / "results")), seed=0)
     assert manifest["case_id"].tolist() == ["road_a", "road_b"] and list(manifest["shape"].iloc[0]) == [40, 30]
+    # a 2D dataset for the workflow (nnU-Net 2d only, metrics in 2D), and it may declare its pixel spacing
+    from samstudy import config as samstudy_config
+
+    cfg = samstudy_config.validate({"datasets": [{**ds, "spacing": [0.5, 0.5]}]})
+    assert samstudy_config.is_2d(cfg["datasets"][0])
+    manifest = ingest_dataset(cfg["datasets"][0], Layout(str(tmp_path / "results2")), seed=0)
+    assert list(manifest["spacing"].iloc[0]) == [0.5, 0.5]
 
 
 # ---------------------------------------------------------------- patient ids from a CSV
@@ -518,9 +525,9 @@ def test_mni152_builtin_dataset_is_real_mri_with_three_tissues(tmp_path):
         samstudy_config.validate({"datasets": [{**entry, "role": "train_test"}]})
 
 
-def test_png_only_keys_are_refused_elsewhere():
+def test_2d_only_keys_are_refused_elsewhere():
     from samstudy.config import ConfigError
 
-    with pytest.raises(ConfigError, match="png only"):
+    with pytest.raises(ConfigError, match="2D image files only"):
         _cfg_dataset("x", "nifti", spacing=[0.5, 0.5])
     assert _cfg_dataset("x", "png")["label_pattern"] == "masks/{case}.png"

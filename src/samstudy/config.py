@@ -79,9 +79,25 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+RASTER_ENDINGS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def nnunet_raster(ds: dict[str, Any]) -> bool:
+    """An nnU-Net raw dataset of 2D image files (its dataset.json's file_ending is .png, .jpg, ...)."""
+    if ds["format"] != "nnunet" or not ds.get("path"):
+        return False
+    meta = Path(ds["path"]).expanduser() / "dataset.json"
+    try:
+        return str(json.loads(meta.read_text()).get("file_ending", "")).lower() in RASTER_ENDINGS
+    except (OSError, ValueError):
+        return False  # ingest reports a missing or unreadable dataset.json, naming the file
+
+
 def is_2d(ds: dict[str, Any]) -> bool:
-    """Whether a dataset entry holds 2D images (png files, the png2d phantom)."""
-    return ds["format"] == "png" or (ds["format"] == "synthetic" and (ds.get("synthetic") or {}).get("kind") == "png2d")
+    """Whether a dataset entry holds 2D images (png files, nnU-Net raster datasets, the png2d phantom)."""
+    if ds["format"] == "png" or nnunet_raster(ds):
+        return True
+    return ds["format"] == "synthetic" and (ds.get("synthetic") or {}).get("kind") == "png2d"
 
 
 def patient_csv(ds: dict[str, Any]) -> str | None:
@@ -121,8 +137,11 @@ def _check_dataset_entry(ds: dict[str, Any]) -> None:
         ds.setdefault("image_pattern", image)
         ds.setdefault("label_pattern", label)
     for key in ("spacing", "mask_threshold"):
-        if key in ds and ds["format"] != "png":
-            raise ConfigError(f"{where}: '{key}' applies to format png only (other formats carry their geometry)")
+        if key in ds and ds["format"] != "png" and not nnunet_raster(ds):
+            raise ConfigError(
+                f"{where}: '{key}' applies to 2D image files only (format png, or nnunet with a raster "
+                "file_ending); other formats carry their geometry"
+            )
     if isinstance(ds.get("patient_id"), dict):
         ds["patient_id"].setdefault("case_column", "case_id")
         ds["patient_id"].setdefault("patient_column", "patient_id")

@@ -281,7 +281,7 @@ def read_dicom_series(folder: str) -> sitk.Image:
     return reader.Execute()
 
 
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+RASTER_SUFFIXES = samstudy_config.RASTER_ENDINGS  # one list, in the light config module (the Snakefile imports it)
 
 
 def is_raster(path: str | Path) -> bool:
