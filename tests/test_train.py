@@ -9,8 +9,8 @@ import torch
 from samstudy import adapt
 from samstudy import train as train_mod
 from samstudy.adapt import AdaptedCheckpointError, load_adapted
-from samstudy.embed import embed_dataset
-from samstudy.infer import infer_dataset
+from samstudy.embed import embed_adapted, embed_dataset
+from samstudy.infer import eval_cases, infer_dataset
 from samstudy.train import _forward, _target, dice_bce_loss, train_method
 from tests.conftest import dry_run_jobs
 
@@ -133,14 +133,15 @@ def test_encoder_methods_train_save_load_and_predict_with_their_own_embeddings(s
 
     make_prompts(layout, "phantom", "box", {}, cfg["seed"])
     base = embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
-    written = infer_dataset(
-        layout, "phantom", "enc", method_cfg, {"type": "litemedsam"}, "box", "cpu", embed_settings=EMBED
-    )
+    adapted = embed_adapted(layout, "phantom", "enc", method_cfg, {"type": "litemedsam"}, EMBED)
+    assert sorted(adapted["cases"]) == sorted(eval_cases(layout, "phantom"))  # the test cases only
+    # the adapted encoder's embeddings are cached under their own keys, beside the base model's
+    assert {e["key"] for e in adapted["cases"].values()}.isdisjoint(e["key"] for e in base["cases"].values())
+    written = infer_dataset(layout, "phantom", "enc", method_cfg, {"type": "litemedsam"}, "box", "cpu")
     assert written and all(Path(p).is_file() for p in written)
-    adapted_files = {p.name for p in Path(layout.cache_dir, "embeddings").rglob("*.npz")}
-    base_files = {Path(e["file"]).name for e in base["cases"].values()}
-    assert adapted_files - base_files  # the adapted encoder's embeddings are cached under their own keys
-    with pytest.raises(ValueError, match="needs the embed settings"):
+    # an index embedded by other weights (here: the checkpoint retrained) is refused, not silently used
+    train_method(layout, "enc", method_cfg, {"type": "litemedsam"}, ["phantom"], _settings(cfg, epochs=1, lr=5e-3), 1)
+    with pytest.raises(ValueError, match="rerun embed_adapted"):
         infer_dataset(layout, "phantom", "enc", method_cfg, {"type": "litemedsam"}, "box", "cpu")
 
 
@@ -154,4 +155,8 @@ def test_encoder_methods_are_one_config_switch_away_in_the_workflow(tmp_path):
         if rule == "train" and "method=decoder" not in body:
             assert "embeddings/" not in body.split("output:")[0]  # inputs: preprocessed slices and splits only
         if rule == "infer" and any(f"method={m}" in body for m in ("lora", "adapter", "full")):
-            assert "embeddings/" not in body.split("output:")[0] and "checkpoint.pt" in body
+            inputs = body.split("output:")[0]
+            assert "embeddings/adapted/" in inputs and "embeddings/litemedsam/" not in inputs
+            assert "checkpoint.pt" in inputs
+    adapted = sorted(b.split("method=")[1].split()[0].strip(",") for r, b in jobs if r == "embed_adapted")
+    assert adapted == sorted(["lora", "adapter", "full"] * 3)  # once per method and dataset, not per protocol

@@ -54,6 +54,12 @@ def _embed(a, p, layout):
     embed_dataset(layout, a.dataset, a.model, p["model"], p["embed"])
 
 
+def _embed_adapted(a, p, layout):
+    from samstudy.embed import embed_adapted
+
+    embed_adapted(layout, a.dataset, a.method, p["method"], p["model"], p["embed"])
+
+
 def _prompts(a, p, layout):
     from samstudy.prompts import make_prompts
 
@@ -69,9 +75,7 @@ def _train(a, p, layout):
 def _infer(a, p, layout):
     from samstudy.infer import infer_dataset
 
-    infer_dataset(
-        layout, a.dataset, a.method, p["method"], p["model"], a.protocol, p.get("device", "auto"), p.get("embed")
-    )
+    infer_dataset(layout, a.dataset, a.method, p["method"], p["model"], a.protocol, p.get("device", "auto"))
 
 
 def _nnunet(a, p, layout):
@@ -123,6 +127,11 @@ VERBS = {
     "splits": (_merge_splits, "collect the datasets' splits into splits.json", []),
     "preprocess": (_preprocess, "intensity handling and 2D slices of one dataset", []),
     "embed": (_embed, "image-encoder embeddings of one dataset into the cache", ["dataset", "model"]),
+    "embed_adapted": (
+        _embed_adapted,
+        "embeddings of one dataset's test cases under a method's adapted encoder (lora, adapter, full)",
+        ["dataset", "method"],
+    ),
     "prompts": (_prompts, "simulate and store the prompts of one dataset and protocol", ["dataset", "protocol"]),
     "train": (_train, "train one adaptation method", ["method"]),
     "infer": (_infer, "predict one dataset with one method and protocol", ["dataset", "method", "protocol"]),

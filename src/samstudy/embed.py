@@ -181,6 +181,21 @@ def embed_dataset(
     return result
 
 
+def embed_adapted(layout: Layout, dataset: str, method: str, method_cfg: dict, model_cfg: dict, settings: dict) -> dict:
+    """Embed a dataset's evaluation cases with a method's adapted encoder (LoRA, adapters, full), into the
+    same cache (keyed by the base and the adapted checkpoint's hashes); write the method's index."""
+    from samstudy.adapt import load_adapted
+    from samstudy.splits import cases_in, load_split
+
+    model = load_model(model_cfg, resolve_device(settings["device"]))
+    load_adapted(model, layout.checkpoint(method), method_cfg["adaptation"])
+    cases = cases_in(load_split(layout, dataset), "test")
+    index, _ = embed_cases(layout, dataset, cases, model, settings, f"embed {dataset} ({method})")
+    result = {"dataset": dataset, "method": method, "model_sha256": model.weights_id, "cases": index}
+    write_json(layout.adapted_embed_index(method, dataset), result)
+    return result
+
+
 def load_case_embeddings(entry: dict) -> dict[int, np.ndarray]:
     """slice index -> embedding (C, h, w) for one case of an embedding index (signature checked)."""
     emb, index = read_entry(entry["file"], entry["key"])

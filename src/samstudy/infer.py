@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from samstudy import adapt
-from samstudy.embed import embed_cases, load_case_embeddings
+from samstudy.embed import load_case_embeddings
 from samstudy.ingest import load_dataset_table, reference_geometry
 from samstudy.io import atomic_path, read_json, write_json
 from samstudy.models import LoadedModel, load_model, resolve_device
@@ -273,28 +273,22 @@ def eval_cases(layout: Layout, dataset: str) -> list[str]:
 
 
 def method_model_and_embeddings(
-    layout: Layout,
-    dataset: str,
-    method: str,
-    method_cfg: dict,
-    model_cfg: dict,
-    device: str,
-    embed_settings: dict | None,
+    layout: Layout, dataset: str, method: str, method_cfg: dict, model_cfg: dict, device: str
 ) -> tuple[LoadedModel, dict[str, dict]]:
     """The method's model (base + adapted checkpoint) and the embedding index of the dataset's evaluation
-    cases: the cached base embeddings, or, for methods that adapt the encoder (LoRA, adapters, full), the
-    adapted encoder's embeddings (computed here into the same content-addressed cache)."""
+    cases: the base model's, or, for methods that adapt the encoder (LoRA, adapters, full), the adapted
+    encoder's (written by `embed.embed_adapted`)."""
     model = load_model(model_cfg, resolve_device(device))
     adaptation = method_cfg["adaptation"]
     if adaptation != "none":
         adapt.load_adapted(model, layout.checkpoint(method), adaptation)
-    if not adapt.adapts_encoder(adaptation):
-        return model, read_json(layout.embed_index(method_cfg["model"], dataset))["cases"]
-    if embed_settings is None:
-        raise ValueError(f"method {method} ({adaptation}) adapts the encoder: inference needs the embed settings")
-    cases = eval_cases(layout, dataset)
-    index, _ = embed_cases(layout, dataset, cases, model, embed_settings, f"embed {dataset} ({method})")
-    return model, index
+    if adapt.adapts_encoder(adaptation):
+        path = layout.adapted_embed_index(method, dataset)
+        index = read_json(path)
+        if index["model_sha256"] != model.weights_id:
+            raise ValueError(f"{path}: embedded by other weights than {method}'s checkpoint; rerun embed_adapted")
+        return model, index["cases"]
+    return model, read_json(layout.embed_index(method_cfg["model"], dataset))["cases"]
 
 
 def infer_dataset(
@@ -305,10 +299,9 @@ def infer_dataset(
     model_cfg: dict,
     protocol: str,
     device: str = "auto",
-    embed_settings: dict | None = None,
 ) -> list[str]:
     """Predict every evaluation case of a dataset with one method and protocol; returns written paths."""
-    model, index = method_model_and_embeddings(layout, dataset, method, method_cfg, model_cfg, device, embed_settings)
+    model, index = method_model_and_embeddings(layout, dataset, method, method_cfg, model_cfg, device)
     table, _ = load_dataset_table(layout, dataset)
     rows = table.set_index("case_id")
     artifact = load_prompts(layout, dataset, protocol)

@@ -72,6 +72,10 @@ class Layout:
     def embed_index(self, model: str, dataset: str) -> str:
         return self._r("embeddings", model, f"{dataset}.json")
 
+    def adapted_embed_index(self, method: str, dataset: str) -> str:
+        """Embedding index of a dataset's evaluation cases under a method's adapted encoder (LoRA, ...)."""
+        return self._r("embeddings", "adapted", method, f"{dataset}.json")
+
     def embedding_file(self, key: str) -> str:
         return str(Path(self.cache_dir, "embeddings", key[:2], f"{key}.npz"))
 

@@ -141,7 +141,11 @@ def infer_inputs(wildcards):
     }
     if spec["adaptation"] != "none":
         inputs["checkpoint"] = L.checkpoint(wildcards.method)
-    if not adapts_encoder(wildcards.method):
+    if adapts_encoder(wildcards.method):
+        inputs["embeddings"] = L.adapted_embed_index(
+            wildcards.method, wildcards.dataset
+        )
+    else:
         inputs["embeddings"] = L.embed_index(spec["model"], wildcards.dataset)
     return inputs
 
@@ -153,10 +157,6 @@ def infer_params(wildcards):
         "model": CFG["models"][spec["model"]],
         "device": CFG["embed"]["device"],
     }
-    if adapts_encoder(wildcards.method):
-        params["embed"] = CFG[
-            "embed"
-        ]  # it embeds the evaluation cases with its adapted encoder
     return P(params)
 
 

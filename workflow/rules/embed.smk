@@ -22,3 +22,35 @@ rule embed:
     shell:
         "{params.cli} embed --dataset {wildcards.dataset} --model {wildcards.model}"
         " --params {params.p:q} > {log} 2>&1"
+
+
+# Methods that adapt the encoder (lora, adapter, full): their own embeddings of the test cases, once.
+rule embed_adapted:
+    input:
+        checkpoint=L.checkpoint("{method}"),
+        preprocessed=L.preprocessed_dir("{dataset}"),
+        split=L.dataset_splits("{dataset}"),
+    output:
+        L.adapted_embed_index("{method}", "{dataset}"),
+    log:
+        L.log("embed/adapted.{method}.{dataset}"),
+    benchmark:
+        L.benchmark("embed_adapted.{method}.{dataset}")
+    conda:
+        ENV
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: P(
+            {
+                "method": CFG["methods"][w.method],
+                "model": CFG["models"][CFG["methods"][w.method]["model"]],
+                "embed": CFG["embed"],
+            }
+        ),
+    shell:
+        "{params.cli} embed_adapted --dataset {wildcards.dataset} --method {wildcards.method}"
+        " --params {params.p:q} > {log} 2>&1"
