@@ -77,9 +77,10 @@ def test_evaluate_run_scores_every_test_case_and_refuses_a_wrong_geometry(study)
     import SimpleITK as sitk
 
     from samstudy.evaluate import evaluate_run
-    from samstudy.infer import eval_cases, write_prediction
+    from samstudy.infer import write_prediction
     from samstudy.ingest import load_dataset_table
     from samstudy.preprocess import load_preprocessed
+    from samstudy.splits import eval_cases
 
     cfg, layout = study
     table, info = load_dataset_table(layout, "phantom")
@@ -140,10 +141,11 @@ def test_clicks_and_box3d_through_inference_evaluation_summary_and_report(study,
 
     from samstudy.embed import embed_dataset
     from samstudy.evaluate import evaluate_clicks, evaluate_run, summarize
-    from samstudy.infer import eval_cases, infer_dataset
+    from samstudy.infer import infer_dataset
     from samstudy.io import read_json
     from samstudy.prompts import make_prompts
     from samstudy.report import _clicks_section
+    from samstudy.splits import eval_cases
 
     cfg, layout = study
     embed = {"slices": "needed", "slice_margin": 0, "batch_size": 2, "device": "cpu", "precision": "fp32"}

@@ -118,10 +118,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def embed_cases(
     layout: Layout, dataset: str, cases: list[str], model: LoadedModel, settings: dict, desc: str
-) -> tuple[dict[str, dict], int]:
-    """Embed the given cases of a dataset with a loaded model (cache hits are skipped).
+) -> dict[str, dict]:
+    """Embed the given cases of a dataset with a loaded model (cache hits are skipped, and logged).
 
-    Returns the index entries (case -> cache key, file, slices) and the number of cache hits.
+    Returns the index entries: case -> cache key, file, slices.
     """
     device = next(model.sam.parameters()).device
     precision = resolve_precision(settings["precision"], device)
@@ -157,7 +157,7 @@ def embed_cases(
         if pending_write is not None:
             pending_write.result()
     log.info("embed %s: %d cases, %d cache hits, device %s, %s", desc, len(cases), hits, device, precision)
-    return index, hits
+    return index
 
 
 def embed_dataset(
@@ -175,7 +175,7 @@ def embed_dataset(
     """
     model = model or load_model(model_cfg, resolve_device(settings["device"]), random_init=random_init)
     table, _ = load_dataset_table(layout, dataset)
-    index, _ = embed_cases(layout, dataset, list(table["case_id"]), model, settings, f"embed {dataset} ({model_name})")
+    index = embed_cases(layout, dataset, list(table["case_id"]), model, settings, f"embed {dataset} ({model_name})")
     result = {"dataset": dataset, "model": model_name, "model_sha256": model.weights_id, "cases": index}
     write_json(layout.embed_index(model_name, dataset), result)
     return result
@@ -185,12 +185,11 @@ def embed_adapted(layout: Layout, dataset: str, method: str, method_cfg: dict, m
     """Embed a dataset's evaluation cases with a method's adapted encoder (LoRA, adapters, full), into the
     same cache (keyed by the base and the adapted checkpoint's hashes); write the method's index."""
     from samstudy.adapt import load_adapted
-    from samstudy.splits import cases_in, load_split
+    from samstudy.splits import eval_cases
 
     model = load_model(model_cfg, resolve_device(settings["device"]))
     load_adapted(model, layout.checkpoint(method), method_cfg["adaptation"])
-    cases = cases_in(load_split(layout, dataset), "test")
-    index, _ = embed_cases(layout, dataset, cases, model, settings, f"embed {dataset} ({method})")
+    index = embed_cases(layout, dataset, eval_cases(layout, dataset), model, settings, f"embed {dataset} ({method})")
     result = {"dataset": dataset, "method": method, "model_sha256": model.weights_id, "cases": index}
     write_json(layout.adapted_embed_index(method, dataset), result)
     return result

@@ -21,10 +21,10 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from samstudy.infer import eval_cases
 from samstudy.ingest import load_dataset_table, read_case
 from samstudy.io import atomic_path, read_json, write_json, write_parquet
 from samstudy.paths import Layout
+from samstudy.splits import eval_cases
 
 log = logging.getLogger(__name__)
 

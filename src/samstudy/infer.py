@@ -29,7 +29,7 @@ from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout, run_name
 from samstudy.preprocess import box_to_model, from_slices, load_preprocessed, logits_to_native
 from samstudy.prompts import grow_box, load_prompts, next_click, prompt_target, tight_box
-from samstudy.splits import cases_in, load_split
+from samstudy.splits import eval_cases
 
 log = logging.getLogger(__name__)
 
@@ -265,11 +265,6 @@ def write_prediction(path: str, slices: np.ndarray, axis: int, reference) -> Non
     img.SetDirection(direction)
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)
-
-
-def eval_cases(layout: Layout, dataset: str) -> list[str]:
-    """The cases every method is scored on: the test part of the dataset's split."""
-    return cases_in(load_split(layout, dataset), "test")
 
 
 def method_model_and_embeddings(

@@ -6,7 +6,6 @@ one). A missing, unreadable or wrong-architecture checkpoint gives a clear error
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from samstudy.io import sha256_file
+from samstudy.io import sha256_file, sha256_json
 
 
 class CheckpointError(RuntimeError):
@@ -125,7 +124,7 @@ class LoadedModel:
         """What the model's outputs depend on: the base weights, and the adapted checkpoint if any."""
         if self.adapted_sha256 is None:
             return self.sha256
-        return hashlib.sha256(f"{self.sha256}+{self.adapted_sha256}".encode()).hexdigest()
+        return sha256_json([self.sha256, self.adapted_sha256])
 
     @property
     def embedding_size(self) -> int:

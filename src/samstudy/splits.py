@@ -105,3 +105,8 @@ def cases_in(split: dict, part: str, fold: int = 0) -> list[str]:
     if not split["folds"]:
         return []
     return list(split["folds"][fold][part])
+
+
+def eval_cases(layout: Layout, dataset: str) -> list[str]:
+    """The cases every method is scored on: the test part of the dataset's split."""
+    return cases_in(load_split(layout, dataset), "test")

@@ -152,12 +152,13 @@ def infer_inputs(wildcards):
 
 def infer_params(wildcards):
     spec = CFG["methods"][wildcards.method]
-    params = {
-        "method": spec,
-        "model": CFG["models"][spec["model"]],
-        "device": CFG["embed"]["device"],
-    }
-    return P(params)
+    return P(
+        {
+            "method": spec,
+            "model": CFG["models"][spec["model"]],
+            "device": CFG["embed"]["device"],
+        }
+    )
 
 
 def nnunet_params(wildcards, *keys):

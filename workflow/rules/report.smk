@@ -13,10 +13,9 @@ rule report:
         preprocessed=[L.preprocessed_dir(d) for d in DATASETS],
         predictions=[L.prediction_dir(r, d) for r, d in EVAL_PARTS],
         nnunet=[
-            L.nnunet_train_done(d, c, f)
+            stamp
             for d in NNUNET_DATASETS
-            for c in nnunet_configs(d)
-            for f in NNUNET_FOLDS
+            for stamp in nnunet_trained(d, nnunet_configs(d))
         ],
         nnunet_best=[
             L.nnunet_best_done(d)
