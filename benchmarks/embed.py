@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import phantom_config
 
-from samstudy import config as samstudy_config
 from samstudy.embed import embed_dataset, encode, resolve_precision
 from samstudy.ingest import ingest_dataset
 from samstudy.models import load_model, resolve_device
@@ -39,23 +39,8 @@ TARGETS = {"ratio_stage_over_bare": ">= 0.9", "ratio_stage_over_naive": ">= 1.0"
 def make_study(root: Path, n_slices: int, model: str, device: str, batch_size: int) -> tuple[dict, Layout]:
     """A phantom study of n_slices slices (all embedded), preprocessed, with a fresh cache."""
     cases = max(2, n_slices // SLICES_PER_CASE)
-    cfg = samstudy_config.validate(
-        {
-            "results_dir": str(root / "results"),
-            "cache_dir": str(root / "cache"),
-            "datasets": [
-                {
-                    "name": "bench",
-                    "format": "synthetic",
-                    "modality": "CT",
-                    "synthetic": {"n_patients": cases, "shape": [128, 128, SLICES_PER_CASE]},
-                }
-            ],
-            "embed": {"slices": "all", "batch_size": batch_size, "device": device},
-            "methods": {"zeroshot": {"model": "m"}},
-            "models": {"m": {"type": model}} if model == "litemedsam" else {"m": {"type": model, "checkpoint": "none"}},
-        }
-    )
+    embed = {"slices": "all", "batch_size": batch_size, "device": device}
+    cfg = phantom_config(root, model, cases, [128, 128, SLICES_PER_CASE], embed=embed)
     layout = Layout(cfg["results_dir"], cfg["cache_dir"])
     ingest_dataset(cfg["datasets"][0], layout, cfg["seed"])
     preprocess_dataset(layout, cfg["datasets"][0], cfg["preprocess"])

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import model_cfg, phantom_config
 
 from samstudy import adapt
-from samstudy import config as samstudy_config
 from samstudy.embed import embed_dataset, resolve_precision
 from samstudy.ingest import ingest_dataset
 from samstudy.models import load_model, resolve_device
@@ -48,30 +48,10 @@ METHOD_OPTIONS = {"rank": 4, "alpha": 8.0, "bottleneck": 32}
 TARGETS = {"speedup_cache_over_encoder_in_loop": ">= 20"}
 
 
-def model_cfg(model: str) -> dict:
-    return {"type": model} if model == "litemedsam" else {"type": model, "checkpoint": "none"}
-
-
 def make_study(root: Path, model: str, cases: int, device: str) -> Layout:
     """A phantom study, split, preprocessed and embedded (all slices of the training cases are labelled)."""
-    cfg = samstudy_config.validate(
-        {
-            "results_dir": str(root / "results"),
-            "cache_dir": str(root / "cache"),
-            "datasets": [
-                {
-                    "name": "bench",
-                    "format": "synthetic",
-                    "modality": "CT",
-                    "synthetic": {"n_patients": cases, "shape": [96, 96, 8]},
-                }
-            ],
-            "splits": {"test_fraction": 0.0, "n_folds": 1, "val_fraction": 0.25},
-            "embed": {"device": device},
-            "models": {"m": model_cfg(model)},
-            "methods": {"zeroshot": {"model": "m"}},
-        }
-    )
+    splits = {"test_fraction": 0.0, "n_folds": 1, "val_fraction": 0.25}
+    cfg = phantom_config(root, model, cases, [96, 96, 8], splits=splits, embed={"device": device})
     layout = Layout(cfg["results_dir"], cfg["cache_dir"])
     ds = cfg["datasets"][0]
     ingest_dataset(ds, layout, cfg["seed"])
