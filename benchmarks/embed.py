@@ -93,10 +93,11 @@ def bare_and_naive(n: int, model_type: str, device: str, batch_size: int) -> dic
         precision = resolve_precision(cfg["embed"]["precision"], dev)
         encode(model, slices[:1], 1, precision)  # warm-up
         # (a) bare: ready tensors, only the forward is timed
-        from samstudy.preprocess import to_model_input
 
         ready = [
-            to_model_input(slices[i : i + batch_size], model.spec).to(dev).contiguous(memory_format=torch.channels_last)
+            model.family.image_to_input(slices[i : i + batch_size])
+            .to(dev)
+            .contiguous(memory_format=torch.channels_last)
             for i in range(0, len(slices), batch_size)
         ]
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -87,11 +87,12 @@ def tiny_sam(seed: int = 0):
 def tiny_model(monkeypatch):
     """Patch load_model everywhere so stages use a tiny SAM; its hash depends on the seed in the cfg."""
     from samstudy import embed, infer, train
-    from samstudy.models import LITEMEDSAM_INPUT, LoadedModel
+    from samstudy.families import family_of
+    from samstudy.models import LoadedModel
 
     def fake_load(model_cfg, device="cpu", random_init=False):
         seed = int(model_cfg.get("tiny_seed", 0))
-        return LoadedModel("litemedsam", tiny_sam(seed).to(device), LITEMEDSAM_INPUT, None, f"tiny-{seed}")
+        return LoadedModel("litemedsam", tiny_sam(seed).to(device), family_of("litemedsam"), None, f"tiny-{seed}")
 
     for module in (embed, infer, train):
         monkeypatch.setattr(module, "load_model", fake_load)

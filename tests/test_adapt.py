@@ -6,7 +6,8 @@ import torch
 
 from samstudy import adapt
 from samstudy.config import ConfigError
-from samstudy.models import LITEMEDSAM_INPUT, LoadedModel, load_model
+from samstudy.families import family_of
+from samstudy.models import LoadedModel, load_model
 from samstudy.train import train_step
 from tests.conftest import study_config, tiny_sam
 
@@ -14,7 +15,7 @@ OPTIONS = {"rank": 4, "alpha": 8.0, "bottleneck": 8}
 
 
 def _tiny() -> LoadedModel:
-    return LoadedModel("litemedsam", tiny_sam(0), LITEMEDSAM_INPUT, None, "tiny-0")
+    return LoadedModel("litemedsam", tiny_sam(0), family_of("litemedsam"), None, "tiny-0")
 
 
 def _sample(seed: int = 0, name: str = "a") -> dict:

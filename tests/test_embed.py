@@ -81,3 +81,26 @@ def test_signature_mismatch_is_a_miss(study, tiny_model, tmp_path):
         raise AssertionError("foreign entry was accepted")
     except CacheMiss as miss:
         assert "differs" in str(miss)
+
+
+def test_cache_key_covers_the_family_transform_and_the_precision():
+    """An entry made by another input transform (e.g. the torch-bilinear letterbox samstudy used before
+    the official cv2 INTER_AREA one) or at another precision is never served."""
+    from dataclasses import replace
+
+    from samstudy.embed import CACHE_FORMAT, embedding_cache_key
+    from samstudy.families import family_of
+    from samstudy.families.litemedsam import LiteMedSAM
+    from samstudy.models import LoadedModel
+
+    class OldLetterbox(LiteMedSAM):  # same weights, another transform
+        transform_id = "litemedsam/torch-bilinear-antialias/v0"
+
+    slices = np.random.default_rng(0).integers(0, 255, (3, 20, 30), dtype=np.uint8)
+    index = np.arange(3)
+    model = LoadedModel("litemedsam", None, family_of("litemedsam"), None, "weights")
+    key, signature = embedding_cache_key(model, slices, index, "fp32")
+    assert signature["transform"] == "litemedsam/cv2-inter-area/minmax/pad/v1" and CACHE_FORMAT >= 2
+    assert embedding_cache_key(replace(model, family=OldLetterbox()), slices, index, "fp32")[0] != key
+    assert embedding_cache_key(model, slices, index, "bf16")[0] != key
+    assert embedding_cache_key(model, slices, index, "fp32")[0] == key  # and stable

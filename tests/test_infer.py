@@ -23,15 +23,15 @@ def test_real_litemedsam_weights_segment_an_ellipse_from_its_box():
     image, mask = _ellipse()
     emb = encode(model, image[None], batch_size=1, precision="fp32")[0]
     logits = decode_boxes(model, emb, np.array([tight_box(mask)]), mask.shape)
-    pred = logits[0].numpy() > 0
+    pred = logits[0].numpy() > model.family.threshold
     dice = 2 * (pred & mask).sum() / (pred.sum() + mask.sum())
     assert dice > 0.9
 
 
-def test_overlaps_go_to_the_larger_logit():
+def test_max_logit_overlaps_go_to_the_larger_logit():
     a = torch.tensor([[2.0, 0.5], [-1.0, -1.0]])
     b = torch.tensor([[1.0, 3.0], [-1.0, 0.2]])
-    out = assemble((1, 2, 2), {0: [(1, a), (2, b)]})
+    out = assemble((1, 2, 2), {0: [(1, a), (2, b)]}, 0.0, "max_logit")
     assert out[0].tolist() == [[1, 2], [0, 2]]
 
 
@@ -63,8 +63,9 @@ def test_prediction_for_a_dicom_series_takes_the_series_geometry(tmp_path):
 
 
 def test_point_prompts_real_weights_and_single_point_mask_choice():
+    from samstudy.families import family_of
     from samstudy.infer import decode_prompts
-    from samstudy.models import LITEMEDSAM_INPUT, LoadedModel
+    from samstudy.models import LoadedModel
     from samstudy.prompts import case_rng, sample_points
     from tests.conftest import tiny_sam
 
@@ -82,34 +83,49 @@ def test_point_prompts_real_weights_and_single_point_mask_choice():
         and torch.allclose(logits[0], logits[1], atol=1e-3)
     )
     # one point: the mask with the highest predicted IoU of SAM's three is kept
-    tiny = LoadedModel("litemedsam", tiny_sam(), LITEMEDSAM_INPUT, None, "tiny")
+    family = family_of("litemedsam")
+    tiny = LoadedModel("litemedsam", tiny_sam(), family, None, "tiny")
     emb = torch.randn(256, 64, 64).numpy()
     prompt = {"points": [[40, 30]], "point_labels": [1]}
     chosen = decode_prompts(tiny, emb, [prompt], mask.shape)[0]
     with torch.inference_mode():
-        from samstudy.preprocess import box_to_model
-
-        coords = torch.from_numpy(box_to_model(np.array([[40, 30, 40, 30]]), mask.shape, LITEMEDSAM_INPUT)[:, :2])[None]
+        coords = torch.from_numpy(family.points_to_model(np.array([[40, 30]]), mask.shape))[None]
         sparse, dense = tiny.sam.prompt_encoder(points=(coords, torch.tensor([[1]])), boxes=None, masks=None)
         low, iou = tiny.sam.mask_decoder(
             image_embeddings=torch.from_numpy(emb)[None], image_pe=tiny.sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
         )  # fmt: skip
-    from samstudy.preprocess import logits_to_native
-
-    expected = logits_to_native(low[:, int(iou.argmax())][:, None], mask.shape, LITEMEDSAM_INPUT)[0]
+    expected = family.postprocess(low[:, int(iou.argmax())][:, None], mask.shape)[0]
     assert torch.allclose(chosen, expected, atol=1e-5)
 
 
+class _PixelFamily:
+    """A model frame equal to the native slice (boxes unscaled, scores thresholded at 0) with the generic
+    propagation rule, so a test can follow the boxes in native pixels."""
+
+    from samstudy.families.base import Family as _Base
+
+    input_size = 256
+    threshold = 0.0
+    boxes_to_model = staticmethod(lambda boxes, hw: np.asarray(boxes, dtype=np.float32))
+    propagation_box = _Base.propagation_box
+
+
+def _pixel_model():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(family=_PixelFamily())
+
+
 def _oracle_box_decoder(volume: np.ndarray, calls: list):
-    """A stand-in for decode_prompts: predicts the ground truth inside the given box (logit +5, else -5).
+    """A stand-in for decode_prompts: predicts the ground truth inside the given box (score +5, else -5).
 
     Embeddings are the slice index itself, so the oracle knows which slice it is asked about."""
 
     def fake(model, embedding, prompts, hw):
         s = int(embedding)
-        x0, y0, x1, y1 = prompts[0]["box"]
-        calls.append((s, list(prompts[0]["box"])))
+        x0, y0, x1, y1 = (int(v) for v in prompts[0]["model_box"])
+        calls.append((s, [x0, y0, x1, y1]))
         inside = np.zeros(hw, dtype=bool)
         inside[y0 : y1 + 1, x0 : x1 + 1] = True
         return torch.from_numpy(np.where(volume[s] & inside, 5.0, -5.0)).float()[None]
@@ -136,8 +152,9 @@ def test_box3d_propagates_from_the_middle_slice_with_the_previous_mask_box(monke
     embeddings = {s: np.array(s) for s in range(volume.shape[0])}
     calls = []
     monkeypatch.setattr(infer, "decode_prompts", _oracle_box_decoder(volume, calls))
-    preds, records = infer.predict_box3d(None, embeddings, [prompt], volume.shape[1:], 3, "c")
-    out = infer.assemble(volume.shape, preds)
+    model = _pixel_model()
+    preds, records = infer.predict_box3d(model, embeddings, [prompt], volume.shape[1:], 3, "c")
+    out = infer.assemble(volume.shape, preds, 0.0)
     assert np.array_equal(out == 1, volume)  # growth of 2 px per slice stays within the 3 px margin
     # the middle slice (4) gets the 3D box's xy extent, then each slice its neighbour's mask box grown by 3
     assert calls[0] == (4, [7, 7, 33, 33]) and calls[1] == (5, [10, 10, 30, 30]) and calls[4] == (3, [10, 10, 30, 30])
@@ -145,26 +162,46 @@ def test_box3d_propagates_from_the_middle_slice_with_the_previous_mask_box(monke
     assert [u["slice"] for u in records[0]["propagation"]] == [1, 2, 3, 4, 5, 6, 7]
     # without a margin the box cannot follow a growing object: later slices are cut at the previous box
     calls.clear()
-    out0 = infer.assemble(volume.shape, infer.predict_box3d(None, embeddings, [prompt], volume.shape[1:], 0, "c")[0])
+    out0 = infer.assemble(
+        volume.shape, infer.predict_box3d(model, embeddings, [prompt], volume.shape[1:], 0, "c")[0], 0.0
+    )
     assert (out0[7] == 1).sum() < volume[7].sum() and not (out0.astype(bool) & ~volume).any()
 
 
-def test_box3d_stays_in_its_slice_range_and_stops_at_an_empty_prediction(monkeypatch):
+def test_box3d_covers_its_whole_slice_range_and_falls_back_to_the_3d_box_after_an_empty_slice(monkeypatch):
     from samstudy import infer
 
     volume = _cone()
-    volume[6] = False  # a gap: the prediction on slice 6 is empty, so slice 7 is never reached
+    volume[6] = False  # a gap: the prediction on slice 6 is empty, so slice 7 gets the 3D box's xy box
     embeddings = {s: np.array(s) for s in range(volume.shape[0])}
     calls = []
     monkeypatch.setattr(infer, "decode_prompts", _oracle_box_decoder(volume, calls))
     prompt = {"label": 2, "box3d": [7, 7, 3, 33, 33, 7]}  # slices 3..7 only; GT also on 1, 2
-    out = infer.assemble(volume.shape, infer.predict_box3d(None, embeddings, [prompt], volume.shape[1:], 3, "c")[0])
-    assert [c[0] for c in calls] == [5, 6, 4, 3]
-    assert [s for s in range(volume.shape[0]) if (out[s] == 2).any()] == [3, 4, 5]
+    preds, records = infer.predict_box3d(_pixel_model(), embeddings, [prompt], volume.shape[1:], 3, "c")
+    out = infer.assemble(volume.shape, preds, 0.0)
+    assert [c[0] for c in calls] == [5, 6, 7, 4, 3]  # CVPR24_LiteMedSAM_infer.py: up to z_max, then down
+    assert calls[2] == (7, [7, 7, 33, 33])
+    assert [u["source"] for u in records[0]["propagation"]] == [
+        "previous_mask", "previous_mask", "box3d", "previous_mask", "fallback",
+    ]  # fmt: skip
+    assert [s for s in range(volume.shape[0]) if (out[s] == 2).any()] == [3, 4, 5, 7]
     # a slice in the range without a cached embedding is a clear error, not a silent gap
     del embeddings[4]
     with pytest.raises(KeyError, match="slice 4 needs a prediction but has no cached embedding"):
-        infer.predict_box3d(None, embeddings, [prompt], volume.shape[1:], 3, "case7")
+        infer.predict_box3d(_pixel_model(), embeddings, [prompt], volume.shape[1:], 3, "case7")
+
+
+def test_overlapping_labels_later_overwrites_by_default_and_max_logit_is_an_option():
+    from samstudy.infer import assemble
+
+    a = torch.tensor([[5.0, 1.0, -1.0]])
+    b = torch.tensor([[2.0, 3.0, -2.0]])
+    preds = {0: [(1, a), (2, b)]}
+    assert assemble((1, 1, 3), preds, 0.0).tolist() == [[[2, 2, 0]]]  # official: label 2 is applied last
+    assert assemble((1, 1, 3), preds, 0.0, "max_logit").tolist() == [[[1, 2, 0]]]
+    assert assemble((1, 1, 3), {0: [(1, torch.sigmoid(a)), (2, torch.sigmoid(b))]}, 0.5).tolist() == [[[2, 2, 0]]]
+    with pytest.raises(ValueError, match="infer.overlap"):
+        assemble((1, 1, 3), preds, 0.0, "largest")
 
 
 def test_clicks_correct_the_error_feed_the_mask_back_and_stop_when_exact(monkeypatch):
@@ -188,7 +225,7 @@ def test_clicks_correct_the_error_feed_the_mask_back_and_stop_when_exact(monkeyp
 
     monkeypatch.setattr(infer, "decode", fake_decode)
     prompts = [{"slice": 1, "label": 1, "box": [5, 5, 29, 19]}, {"slice": 1, "label": 2, "box": [32, 22, 37, 27]}]
-    stack, records = infer.predict_clicks(None, {1: np.zeros(1)}, prompts, labels, 3, "c")
+    stack, records = infer.predict_clicks(_pixel_model(), {1: np.zeros(1)}, prompts, labels, 3, "c")
     assert stack.shape == (4, 3, 30, 40)
     assert (stack[0, 1] == 1).sum() == start.sum() and np.array_equal(stack[1], labels)
     assert np.array_equal(stack[3], labels)  # exact after one click: nothing changes any more
@@ -205,11 +242,12 @@ def test_clicks_correct_the_error_feed_the_mask_back_and_stop_when_exact(monkeyp
 
 
 def test_decode_feeds_a_mask_prompt_into_the_real_modules():
+    from samstudy.families import family_of
     from samstudy.infer import decode
-    from samstudy.models import LITEMEDSAM_INPUT, LoadedModel
+    from samstudy.models import LoadedModel
     from tests.conftest import tiny_sam
 
-    tiny = LoadedModel("litemedsam", tiny_sam(), LITEMEDSAM_INPUT, None, "tiny")
+    tiny = LoadedModel("litemedsam", tiny_sam(), family_of("litemedsam"), None, "tiny")
     emb = torch.randn(256, 64, 64, generator=torch.Generator().manual_seed(0)).numpy()
     prompts = [{"box": [10, 10, 40, 30], "points": [[20, 20]], "point_labels": [0]}]
     low, native = decode(tiny, emb, prompts, (48, 64))
@@ -221,12 +259,13 @@ def test_decode_feeds_a_mask_prompt_into_the_real_modules():
 
 
 def test_clicks_from_a_point_run_through_the_real_modules():
+    from samstudy.families import family_of
     from samstudy.infer import predict_clicks
-    from samstudy.models import LITEMEDSAM_INPUT, LoadedModel
+    from samstudy.models import LoadedModel
     from samstudy.prompts import case_prompts, case_rng
     from tests.conftest import tiny_sam
 
-    tiny = LoadedModel("litemedsam", tiny_sam(), LITEMEDSAM_INPUT, None, "tiny")
+    tiny = LoadedModel("litemedsam", tiny_sam(), family_of("litemedsam"), None, "tiny")
     labels = np.zeros((2, 40, 48), dtype=np.uint8)
     labels[1, 5:25, 8:30] = 1
     labels[1, 28:36, 30:44] = 2

@@ -75,7 +75,8 @@ def _train(a, p, layout):
 def _infer(a, p, layout):
     from samstudy.infer import infer_dataset
 
-    infer_dataset(layout, a.dataset, a.method, p["method"], p["model"], a.protocol, p.get("device", "auto"))
+    overlap = p.get("infer", {}).get("overlap", "official")
+    infer_dataset(layout, a.dataset, a.method, p["method"], p["model"], a.protocol, p.get("device", "auto"), overlap)
 
 
 def _nnunet(a, p, layout):

@@ -24,11 +24,11 @@ from samstudy.ingest import load_dataset_table
 from samstudy.io import atomic_path, write_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout
-from samstudy.preprocess import load_preprocessed, to_model_input
+from samstudy.preprocess import load_preprocessed
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the file layout changes: old entries then miss
+CACHE_FORMAT = 2  # bump when the file layout changes: old entries then miss
 
 
 class CacheMiss(LookupError):
@@ -50,8 +50,11 @@ def select_slices(labels: np.ndarray, mode: str, margin: int) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def embedding_cache_key(model: LoadedModel, slices: np.ndarray, index: np.ndarray) -> tuple[str, dict]:
-    """The cache key of one case and the signature stored with it."""
+def embedding_cache_key(
+    model: LoadedModel, slices: np.ndarray, index: np.ndarray, precision: str = "fp32"
+) -> tuple[str, dict]:
+    """The cache key of one case and the signature stored with it: weights, the family's input transform
+    (an entry made by another transform can never be served), the encoder's precision and the content."""
     content = hashlib.sha256(np.ascontiguousarray(slices[index]).tobytes())
     content.update(np.asarray(index, dtype=np.int64).tobytes())
     content.update(str(slices.shape).encode())
@@ -59,7 +62,9 @@ def embedding_cache_key(model: LoadedModel, slices: np.ndarray, index: np.ndarra
         "format": CACHE_FORMAT,
         "model_type": model.kind,
         "model_sha256": model.weights_id,
-        "input": model.spec.as_dict(),
+        "transform": model.family.transform_id,
+        "input_size": model.family.input_size,
+        "precision": precision,
         "content_sha256": content.hexdigest(),
         "dtype": "float16",
     }
@@ -102,7 +107,7 @@ def encode(model: LoadedModel, slices: np.ndarray, batch_size: int, precision: s
         else contextlib.nullcontext()
     )
     for start in range(0, len(slices), batch_size):
-        x = to_model_input(slices[start : start + batch_size], model.spec).to(device, non_blocking=True)
+        x = model.family.image_to_input(slices[start : start + batch_size]).to(device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             emb = model.sam.image_encoder(x)
@@ -132,7 +137,7 @@ def embed_cases(
     def prepare(case: str):
         pre = load_preprocessed(layout, dataset, case)
         chosen = select_slices(pre["labels"], settings["slices"], settings["slice_margin"])
-        key, signature = embedding_cache_key(model, pre["slices"], chosen)
+        key, signature = embedding_cache_key(model, pre["slices"], chosen, precision)
         return case, pre["slices"], chosen, key, signature
 
     # Overlap: the next case is read and hashed, and the previous one written, while this one encodes.

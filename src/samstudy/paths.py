@@ -103,6 +103,10 @@ class Layout:
     def prediction(self, run: str, dataset: str, case: str) -> str:
         return self._r("predictions", run, dataset, f"{case}.nii.gz")
 
+    def run_record(self, run: str, dataset: str) -> str:
+        """How a SAM-family run's predictions were made (family, transform, threshold, overlap rule)."""
+        return self._r("predictions", run, dataset, "run.json")
+
     def prompt_record(self, run: str, dataset: str, case: str) -> str:
         """The prompts a dynamic protocol (clicks, box3d) actually used on one case, written by infer."""
         return self._r("predictions", run, dataset, "prompts", f"{case}.json")

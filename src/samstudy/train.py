@@ -26,7 +26,7 @@ from samstudy.embed import load_case_embeddings, resolve_precision, select_slice
 from samstudy.io import atomic_path, read_json, sha256_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout
-from samstudy.preprocess import box_to_model, load_preprocessed, mask_to_model, to_model_input
+from samstudy.preprocess import load_preprocessed
 from samstudy.prompts import case_rng, jitter_box, tight_box
 from samstudy.splits import cases_in, load_split
 
@@ -73,12 +73,12 @@ def slice_embeddings(model: LoadedModel, groups: list[list[dict]], device) -> to
     first = [g[0] for g in groups]
     if "embedding" in first[0]:
         return torch.from_numpy(np.stack([f["embedding"] for f in first]).astype(np.float32)).to(device)
-    x = torch.cat([to_model_input(f["image"][None], model.spec) for f in first]).to(device)
+    x = torch.cat([model.family.image_to_input(f["image"][None]) for f in first]).to(device)
     return model.sam.image_encoder(x)
 
 
 def _forward(model: LoadedModel, embedding: torch.Tensor, boxes: np.ndarray, hw) -> torch.Tensor:
-    box = torch.from_numpy(box_to_model(boxes, hw, model.spec)).to(embedding.device)
+    box = torch.from_numpy(model.family.boxes_to_model(boxes, hw)).to(embedding.device)
     with torch.no_grad():
         sparse, dense = model.sam.prompt_encoder(points=None, boxes=box, masks=None)
     low_res, _ = model.sam.mask_decoder(
@@ -99,7 +99,7 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _target(model: LoadedModel, masks: list[np.ndarray], device) -> torch.Tensor:
-    return torch.from_numpy(np.stack([mask_to_model(m, model.low_res_size, model.spec) for m in masks])).to(device)
+    return torch.from_numpy(np.stack([model.family.mask_to_low_res(m, model.low_res_size) for m in masks])).to(device)
 
 
 def _autocast(device: torch.device, precision: str):

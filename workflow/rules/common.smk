@@ -157,6 +157,7 @@ def infer_params(wildcards):
             "method": spec,
             "model": CFG["models"][spec["model"]],
             "device": CFG["embed"]["device"],
+            "infer": CFG["infer"],
         }
     )
 
