@@ -72,7 +72,17 @@ def litemedsam():
     return load_model({"type": "litemedsam"})  # the real weights
 
 
-@pytest.mark.parametrize("make", [_ct_slice, _rgb_slice, _mri_slice], ids=["ct-grey-173x229", "rgb-173x229", "mri"])
+def _small_ct_slice() -> tuple[np.ndarray, np.ndarray]:
+    """61 x 77: enlarged ~3.3x to 256, where INTER_AREA (close to pixel replication) and a bilinear
+    resize differ most (the default study's phantom is 64 x 64)."""
+    return _ct_slice((77, 61), seed=4)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_ct_slice, _small_ct_slice, _rgb_slice, _mri_slice],
+    ids=["ct-grey-173x229", "ct-grey-61x77", "rgb-173x229", "mri-99x117"],
+)
 def test_litemedsam_2d_matches_its_official_inference(litemedsam, make):
     image, labels = make()
     boxes, values = _boxes(labels)

@@ -246,6 +246,12 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
     for index in sorted(Path(layout.results_dir, "embeddings").glob("*/*.json")):
         entry = read_json(index)
         models[entry["model"]] = entry["model_sha256"]
+    inference = {}  # how each SAM-family run was made: family, official transform, threshold, overlap rule
+    for record in sorted(Path(layout.results_dir, "predictions").glob("*/*/run.json")):
+        entry = read_json(record)
+        inference[f"{entry['run']}/{entry['dataset']}"] = {
+            k: v for k, v in entry.items() if k not in ("run", "dataset")
+        }
     checkpoints = {}
     for ckpt in sorted(Path(layout.results_dir, "models").glob("*/checkpoint.pt")):
         checkpoints[ckpt.parent.name] = sha256_file(ckpt)
@@ -253,6 +259,7 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
         "code revision": _git_revision(),
         "model weights (SHA-256)": models,
         "adapted checkpoints (SHA-256)": checkpoints,
+        "inference (per run and dataset)": inference,
         "packages": _versions(),
         "data (case content hashes)": dict(
             zip(manifest["dataset"] + "/" + manifest["case_id"], manifest["content_hash"], strict=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -89,16 +91,86 @@ def test_all_methods_scored_with_predictions_in_the_input_geometry(finished_stud
     report = (results / "report" / "index.html").read_text()
     assert "decoder.box" in report and "not converged" in report
     assert "model weights (SHA-256)" in report and "litemedsam" in report
+    # how each run was inferred is in the provenance: the official transform and the overlap rule
+    assert "litemedsam/cv2-inter-area" in report and '"overlap": "official"' in html.unescape(report)
     assert (results / "summary.json").is_file() and (results / "splits.json").is_file()
 
 
-def test_decoder_fine_tuning_beats_zero_shot_where_the_pretrained_model_fails(finished_study):
-    """The phantom's spleen is low-contrast (45 HU beside a 60 HU liver): LiteMedSAM's box prompt leaks;
-    a few epochs of decoder training on the training cases fix much of it (measured 0.63 -> 0.92)."""
+def test_decoder_fine_tuning_beats_zero_shot_where_the_pretrained_model_is_weakest(finished_study):
+    """The phantom's spleen is low-contrast (45 HU beside a 60 HU liver): it is zero-shot LiteMedSAM's
+    weakest phantom label; a few epochs of decoder training on the training cases close the gap (measured
+    0.91 -> 1.00 with the official transform; before #12 the unfaithful resize made it 0.63 -> 0.92)."""
     metrics = pd.read_parquet(finished_study / "results" / "metrics.parquet")
     dice = metrics[metrics["dataset"] == "phantom"].groupby(["run", "label"])["dice"].mean()
-    assert dice[("zeroshot.box", "spleen")] < 0.8
-    assert dice[("decoder.box", "spleen")] > dice[("zeroshot.box", "spleen")] + 0.1
+    assert dice[("zeroshot.box", "spleen")] < 0.95
+    assert dice[("decoder.box", "spleen")] > dice[("zeroshot.box", "spleen")] + 0.04
+
+
+def _official_litemedsam_volumes(results: Path, dataset: str, protocol: str = "box"):
+    """(case, samstudy's zero-shot label volume, the official inference's label volume) for every test case.
+
+    The official side starts from the raw files: MedSAM's own intensity preprocessing (`pre_CT_MR.py`; 2D
+    8-bit images as read, as `pre_grey_rgb.py`), then `CVPR24_LiteMedSAM_infer.py`'s 2D inference per
+    slice with the study's stored box prompts, in their stored order (tests/official_reference.py)."""
+    from skimage import io as skio
+
+    from samstudy.models import load_model
+    from samstudy.paths import Layout
+    from samstudy.splits import eval_cases
+    from tests import official_reference as official
+
+    layout = Layout(str(results))
+    config = yaml.safe_load((results.parent / "config" / "config.yaml").read_text())
+    entry = next(d for d in config["datasets"] if d["name"] == dataset)
+    window = entry.get("window") or config["preprocess"]["ct_window"]
+    manifest = pd.read_parquet(results / "manifest.parquet")
+    rows = manifest[manifest["dataset"] == dataset].set_index("case_id")
+    prompts = json.loads(Path(layout.prompts(dataset, protocol)).read_text())["cases"]
+    sam = load_model({"type": "litemedsam"}).sam
+    for case in eval_cases(layout, dataset):
+        path = rows.loc[case, "images"][0]
+        axis = int(np.load(layout.preprocessed_case(dataset, case))["axis"])
+        predicted = sitk.GetArrayFromImage(
+            sitk.ReadImage(str(results / "predictions" / f"zeroshot.{protocol}" / dataset / f"{case}.nii.gz"))
+        )
+        if path.endswith((".png", ".jpg")):
+            image = skio.imread(path)[None, ..., :3]
+            predicted = predicted[None]
+        else:
+            raw = sitk.GetArrayFromImage(sitk.ReadImage(path))
+            image = (
+                official.ct_preprocess(raw, window["level"], window["width"])
+                if entry["modality"] == "CT"
+                else official.mr_preprocess(raw)
+            )
+            image, predicted = np.moveaxis(image, axis, 0), np.moveaxis(predicted, axis, 0)
+        reference = np.zeros(predicted.shape, dtype=np.uint8)
+        for s in sorted({p["slice"] for p in prompts[case]}):
+            on_slice = [p for p in prompts[case] if p["slice"] == s]
+            boxes = np.array([p["box"] for p in on_slice])
+            reference[s] = official.litemedsam_2d(sam, image[s], boxes, [p["label"] for p in on_slice])
+        yield case, predicted, reference
+
+
+def test_zero_shot_box_masks_are_the_official_litemedsam_masks(finished_study):
+    """Issue #12: on the default study's own test cases and stored box prompts, samstudy's zero-shot masks
+    agree with the official LiteMedSAM inference (Dice >= 0.98 per case and label), and so does the
+    phantom's mean Dice to the ground truth (~0.94, where the old torch-bilinear resize gave 0.79)."""
+    results = finished_study / "results"
+    metrics = pd.read_parquet(results / "metrics.parquet")
+    agreement = {}
+    for dataset in ("phantom", "skin2d", "mni152"):
+        for case, predicted, reference in _official_litemedsam_volumes(results, dataset):
+            for value in np.unique(np.concatenate([np.unique(predicted), np.unique(reference)])):
+                if value == 0:
+                    continue
+                a, b = predicted == value, reference == value
+                agreement[(dataset, case, int(value))] = 2 * (a & b).sum() / (a.sum() + b.sum())
+    worst = min(agreement, key=agreement.get)
+    print("Dice(samstudy, official) worst:", worst, agreement[worst], "of", len(agreement))
+    assert agreement[worst] >= 0.98, (worst, agreement[worst])
+    phantom = metrics[(metrics["run"] == "zeroshot.box") & (metrics["dataset"] == "phantom")]
+    assert phantom["dice"].mean() > 0.9  # the official code's number on these cases (~0.94)
 
 
 def test_rerun_has_nothing_to_do(finished_study):
