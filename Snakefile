@@ -34,6 +34,7 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/nnunet.smk"
+include: "workflow/rules/nnunet_prompted.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

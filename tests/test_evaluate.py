@@ -152,7 +152,13 @@ def test_clicks_and_box3d_through_inference_evaluation_summary_and_report(study,
     embed_dataset(layout, "phantom", "litemedsam", {"type": "litemedsam"}, embed)
     settings = {"components": "union", "clicks": {"rounds": 2, "start": "box"}, "box3d": {"margin_px": 3}}
     method = {"model": "litemedsam", "adaptation": "none"}
-    info = {"method": "zeroshot", "model": "litemedsam", "adaptation": "none", "prompted": True}
+    info = {
+        "method": "zeroshot",
+        "model": "litemedsam",
+        "adaptation": "none",
+        "prompted": True,
+        "prompt_source": "ground_truth",
+    }
     for protocol in ("clicks", "box3d"):
         make_prompts(layout, "phantom", protocol, settings, cfg["seed"])
         infer_dataset(layout, "phantom", "zeroshot", method, {"type": "litemedsam"}, protocol, "cpu")
@@ -186,39 +192,69 @@ def test_clicks_and_box3d_through_inference_evaluation_summary_and_report(study,
         assert all(s0 <= u["slice"] <= s1 for u in obj["propagation"])
     section = _clicks_section(layout)
     assert "Dice vs clicks" in section and "<table" in section and "prompted" in section
-    from samstudy.report import _overlays, _paired_section
+    from samstudy.report import _comparison_section, _overlays
 
     overlays = _overlays(layout, metrics)  # one example slice per dataset: GT + both runs' contours
     assert overlays.count("data:image/png;base64,") == 1 and f"phantom / {sorted(cases)[0]}" in overlays
-    assert "No nnU-Net baseline" in _paired_section(layout)
+    tests = pd.read_parquet(layout.paired_tests())
+    assert "No automatic run in this study" in _comparison_section("automatic", summary, tests)
+    oracle = _comparison_section("oracle", summary, tests)  # two GT-prompted runs, no box run to test against
+    assert "zeroshot.box3d" in oracle and "too few cases (n=2)" in oracle and "no paired tests" in oracle
 
 
-def test_paired_tests_against_the_nnunet_baseline():
-    """Wilcoxon signed-rank per dataset against nnU-Net, Benjamini-Hochberg adjusted; hand-computed values:
-    six cases all better -> exact two-sided p = 2 / 2**6 = 0.03125; BH over (0.03125, 1) -> (0.0625, 1)."""
+def test_paired_tests_within_the_automatic_and_the_oracle_comparison():
+    """Wilcoxon signed-rank per dataset and comparison, Benjamini-Hochberg adjusted; hand-computed values:
+    six cases all better -> exact two-sided p = 2 / 2**6 = 0.03125; BH over (0.03125, 1) -> (0.0625, 1).
+    Automatic runs (nnU-Net, run:-prompted) are tested against nnU-Net, oracle runs (GT prompts) against
+    zero-shot box SAM (or a prompted nnU-Net): never oracle against automatic."""
     import pandas as pd
 
     from samstudy.evaluate import baseline_run, paired_tests
 
     cases = [f"c{i}" for i in range(6)]
     base = [0.50, 0.60, 0.55, 0.70, 0.65, 0.40]
+    better = [b + 0.05 + 0.01 * i for i, b in enumerate(base)]
     rows = []
-    for run, scores in {
-        "nnunet_2d": base,
-        "better.box": [b + 0.05 + 0.01 * i for i, b in enumerate(base)],
-        "same.box": base,
-    }.items():
+    for run, scores, source, adaptation in (
+        ("nnunet_2d", base, "none", "supervised"),
+        ("better.auto", better, "run:nnunet_2d", "none"),
+        ("same.auto", base, "run:nnunet_2d", "none"),
+        ("zeroshot.box", [0.9] * 6, "ground_truth", "none"),
+        ("decoder.box", [0.95] * 6, "ground_truth", "decoder"),
+    ):
         for case, dice in zip(cases, scores, strict=True):
             for label in ("a", "b"):  # two labels with the same Dice: the per-case mean is that Dice
-                rows.append({"dataset": "d", "run": run, "case_id": case, "label": label, "dice": dice})
-    rows.append({"dataset": "d", "run": "lonely.box", "case_id": "c0", "label": "a", "dice": 0.9})
+                rows.append(
+                    {
+                        "dataset": "d",
+                        "run": run,
+                        "case_id": case,
+                        "label": label,
+                        "dice": dice,
+                        "prompt_source": source,
+                        "adaptation": adaptation,
+                        "protocol": run.split(".")[-1] if "." in run else "none",
+                    }
+                )
+    rows.append(
+        {
+            "dataset": "d", "run": "lonely.auto", "case_id": "c0", "label": "a", "dice": 0.9,
+            "prompt_source": "run:nnunet_2d", "adaptation": "none", "protocol": "auto",
+        }
+    )  # fmt: skip
     tests = paired_tests(pd.DataFrame(rows)).set_index("run")
-    assert set(tests["baseline"]) == {"nnunet_2d"} and "nnunet_2d" not in tests.index
-    assert tests.loc["better.box", "p"] == pytest.approx(0.03125)
-    assert tests.loc["better.box", "p_adj"] == pytest.approx(0.0625)
-    assert tests.loc["better.box", "mean_diff"] == pytest.approx(0.075)
-    assert tests.loc["same.box", "p"] == 1.0 and tests.loc["same.box", "p_adj"] == 1.0
-    assert tests.loc["lonely.box", "n_cases"] == 1 and np.isnan(tests.loc["lonely.box", "p"])
+    automatic = tests[tests["comparison"] == "automatic"]
+    assert set(automatic["baseline"]) == {"nnunet_2d"} and "nnunet_2d" not in tests.index
+    assert set(automatic.index) == {"better.auto", "same.auto", "lonely.auto"}
+    assert tests.loc["better.auto", "p"] == pytest.approx(0.03125)
+    assert tests.loc["better.auto", "p_adj"] == pytest.approx(0.0625)
+    assert tests.loc["better.auto", "mean_diff"] == pytest.approx(0.075)
+    assert tests.loc["same.auto", "p"] == 1.0 and tests.loc["same.auto", "p_adj"] == 1.0
+    assert tests.loc["lonely.auto", "n_cases"] == 1 and np.isnan(tests.loc["lonely.auto", "p"])
+    # the oracle runs: against zero-shot box SAM, adjusted on their own
+    assert tests.loc["decoder.box", "comparison"] == "oracle" and tests.loc["decoder.box", "baseline"] == "zeroshot.box"
+    assert tests.loc["decoder.box", "mean_diff"] == pytest.approx(0.05) and "zeroshot.box" not in tests.index
+    assert tests.loc["decoder.box", "p_adj"] == pytest.approx(0.03125)
     assert baseline_run(["a.box", "nnunet_3d_fullres", "nnunet_2d", "nnunet_best"]) == "nnunet_best"
     assert baseline_run(["a.box", "nnunet_3d_fullres", "nnunet_2d"]) == "nnunet_2d"
     assert baseline_run(["a.box"]) is None

@@ -46,7 +46,10 @@ def test_two_configurations_two_folds_selection_and_ensemble_prediction(two_fold
     for configuration in ("2d", "3d_fullres"):
         for fold in folds:
             stamp = nnunet.train(layout, "phantom", DATASET_ID, configuration, fold, QUICK, cfg["seed"])
-            assert stamp["planned"] and not stamp["converged"] and 0 <= stamp["validation_dice"] <= 1
+            assert stamp["planned"] and 0 <= stamp["validation_dice"] <= 1
+            # judged from nnU-Net's logged curve: 2 epochs are too few to call converged
+            assert not stamp["converged"] and stamp["convergence"]["epochs"] == 2
+            assert stamp["ema_fg_dice_last"] == stamp["convergence"]["ema_last"]
             validation = Path(stamp["model_folder"], f"fold_{fold}", "validation")
             # nnU-Net's cross-validation of this fold is the study's val part of this fold, with probabilities
             assert sorted(p.name[:-7] for p in validation.glob("*.nii.gz")) == sorted(split["folds"][fold]["val"])
@@ -144,3 +147,56 @@ def test_folds_and_selection_in_the_workflow(tmp_path):
         study_config(tmp_path, nnunet={"configurations": ["3d_cascade_fullres"]})
     with pytest.raises(ConfigError, match="fold"):
         study_config(tmp_path, nnunet={"folds": [3]})
+
+
+def _ema(dice):
+    """nnU-Net's logger: ema_0 = dice_0, ema_t = 0.9 ema_{t-1} + 0.1 dice_t."""
+    out = [dice[0]]
+    for d in dice[1:]:
+        out.append(0.9 * out[-1] + 0.1 * d)
+    return out
+
+
+def test_convergence_from_the_ema_curve_rising():
+    # pseudo-Dice still climbing (a saturating curve caught early): not converged, with the curve's numbers
+    dice = [0.9 * (1 - np.exp(-t / 8)) for t in range(15)]
+    result = nnunet.curve_convergence(_ema(dice))
+    ema = _ema(dice)
+    assert not result["converged"]
+    assert result["ema_last"] == pytest.approx(ema[-1]) and result["ema_before"] == pytest.approx(ema[-6])
+    assert result["rise"] == pytest.approx(ema[-1] - ema[-6]) and result["rise"] > result["tolerance"]
+    assert result["window_epochs"] == 5 and result["epochs"] == 15
+    assert result["evidence"].startswith(f"EMA pseudo-Dice still rising: {ema[-6]:.2f} -> {ema[-1]:.2f}")
+
+
+def test_convergence_from_the_ema_curve_flat_and_falling():
+    # the same curve long after its plateau: converged; a curve that falls at the end is not "rising"
+    dice = [0.9 * (1 - np.exp(-t / 8)) for t in range(100)]
+    assert nnunet.curve_convergence(_ema(dice))["converged"]
+    assert nnunet.curve_convergence(_ema([0.8] * 20 + [0.7] * 10))["converged"]
+    # a curve stuck at 0 is flat too: converged (to a poor model; the Dice says so)
+    assert nnunet.curve_convergence(_ema([0.0] * 10))["converged"]
+
+
+def test_convergence_from_the_ema_curve_noisy_flat():
+    # a flat pseudo-Dice with per-epoch noise as nnU-Net's few validation batches give (sd 0.03): judged at
+    # every epoch after the EMA's warm-up, it is called rising in well under 1% of cases, at the end never
+    calls = []
+    for seed in range(20):
+        dice = np.clip(0.85 + np.random.default_rng(seed).normal(0, 0.03, 60), 0, 1)
+        ema = _ema(list(dice))
+        calls += [nnunet.curve_convergence(ema[:n])["converged"] for n in range(20, 61)]
+        assert nnunet.curve_convergence(ema)["converged"], seed
+    assert np.mean(calls) > 0.99
+    # while a noisy curve that still climbs 0.01 per epoch is caught, at every epoch after the EMA's warm-up
+    for seed in range(20):
+        dice = np.clip(np.linspace(0.4, 0.8, 40) + np.random.default_rng(seed).normal(0, 0.03, 40), 0, 1)
+        ema = _ema(list(dice))
+        assert not any(nnunet.curve_convergence(ema[:n])["converged"] for n in range(15, 41)), seed
+
+
+def test_convergence_needs_a_curve():
+    for ema in ([], [0.5], [0.1, 0.2, 0.3, 0.4, 0.5]):
+        result = nnunet.curve_convergence(ema)
+        assert not result["converged"] and result["rise"] is None and "too short" in result["evidence"]
+    assert nnunet.curve_convergence([0.5] * 6)["converged"]

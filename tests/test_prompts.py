@@ -133,3 +133,88 @@ def test_make_prompts_records_settings_and_seed(study):
     artifact = load_prompts(layout, "phantom", "clicks")
     assert artifact["settings"] == settings and artifact["seed"] == cfg["seed"]
     assert all("box" in p and "points" not in p for ps in artifact["cases"].values() for p in ps)
+
+
+def _write_source_prediction(layout, dataset: str, run: str, case: str, slices: np.ndarray) -> None:
+    """A source run's prediction of one case, in the case's geometry (as nnU-Net writes them)."""
+    from samstudy.infer import write_prediction
+    from samstudy.ingest import load_dataset_table
+    from samstudy.preprocess import load_preprocessed
+
+    table, _ = load_dataset_table(layout, dataset)
+    axis = int(load_preprocessed(layout, dataset, case)["axis"])
+    write_prediction(layout.prediction(run, dataset, case), slices, axis, table.set_index("case_id").loc[case])
+
+
+def test_derived_prompts_are_boxes_of_the_source_runs_masks_not_of_the_ground_truth(study):
+    import pytest
+
+    from samstudy.preprocess import load_preprocessed
+    from samstudy.prompts import derive_prompts
+    from samstudy.splits import eval_cases
+
+    cfg, layout = study
+    cases = eval_cases(layout, "phantom")
+    predicted = {}
+    for k, case in enumerate(cases):
+        gt = load_preprocessed(layout, "phantom", case)["labels"]
+        pred = np.zeros_like(gt)
+        pred[2, 5:9, 10:20] = 1  # a source "prediction" unrelated to the ground truth
+        pred[2, 20:23, 3:4] = 3
+        pred[5, 0:2, 30:34] = 1 + k
+        predicted[case] = pred
+        _write_source_prediction(layout, "phantom", "nnunet_2d", case, pred)
+    spec = {"from": "nnunet_2d", "kind": "box"}
+    artifact = derive_prompts(layout, "phantom", "auto_box", spec, {"components": "union"}, 7)
+    assert artifact["source"] == "run:nnunet_2d" and artifact["from_ground_truth"] is False
+    assert sorted(artifact["cases"]) == sorted(cases)  # the test cases only
+    first = artifact["cases"][cases[0]]
+    assert first == [
+        {"slice": 2, "label": 1, "box": [10, 5, 19, 8]},
+        {"slice": 2, "label": 3, "box": [3, 20, 3, 22]},
+        {"slice": 5, "label": 1, "box": [30, 0, 33, 1]},
+    ]  # XYXY of the predicted masks; slices where the source predicts nothing get no prompt
+    box3d = derive_prompts(layout, "phantom", "auto_box3d", {**spec, "kind": "box3d"}, {"components": "union"}, 7)
+    assert box3d["kind"] == "box3d" and box3d["cases"][cases[0]][0] == {"label": 1, "box3d": [10, 0, 2, 33, 8, 5]}
+    # a missing source prediction is an error naming the file
+    import os
+
+    os.remove(layout.prediction("nnunet_2d", "phantom", cases[0]))
+    with pytest.raises(FileNotFoundError, match="nnunet_2d has no prediction"):
+        derive_prompts(layout, "phantom", "auto_box", spec, {"components": "union"}, 7)
+
+
+def test_a_derived_protocol_must_name_a_run_of_the_study(tmp_path):
+    import pytest
+
+    from samstudy.config import ConfigError
+    from tests.conftest import study_config
+
+    derived = {"auto_box": {"from": "nnunet_3d_fullres"}}
+    with pytest.raises(ConfigError, match="not a run of this study"):
+        study_config(tmp_path, prompts={"derived": derived}, embed={"slices": "all"})
+    with pytest.raises(ConfigError, match="embed.slices: all"):
+        study_config(tmp_path, prompts={"derived": {"auto_box": {"from": "nnunet_2d"}}})
+    with pytest.raises(ConfigError, match="taken by a ground-truth protocol"):
+        study_config(tmp_path, prompts={"derived": {"box": {"from": "nnunet_2d"}}}, embed={"slices": "all"})
+    cfg = study_config(tmp_path, prompts={"derived": {"auto_box": {"from": "nnunet_2d"}}}, embed={"slices": "all"})
+    assert cfg["prompts"]["derived"]["auto_box"]["kind"] == "box"
+
+
+def test_the_four_arms_example_dag(tmp_path):
+    """config/examples/four_arms.yaml: automatic arms (nnU-Net, SAM from nnU-Net's masks, prompt-free SAM)
+    and oracle arms (box SAM, nnU-Net given the boxes); derived prompts wait for their source's predictions."""
+    import re
+
+    from tests.conftest import dry_run_jobs
+
+    jobs = dry_run_jobs(tmp_path, "--configfile", "config/examples/four_arms.yaml")
+    derived = [d for rule, d in jobs if rule == "derived_prompts"]
+    assert len(derived) == 4  # auto_box and auto_box3d on the two datasets nnU-Net is trained on
+    for d in derived:
+        dataset = re.search(r"wildcards: protocol=\w+, dataset=(\w+)", d).group(1)
+        assert re.search(rf"input: \S+/predictions/nnunet_2d/{dataset}[,\n]", d)
+    runs = {m.group(1) for _, d in jobs if (m := re.search(r"output: \S+/predictions/([^/]+)/", d))}
+    assert {"nnunet_2d", "zeroshot.auto_box", "promptfree.none", "zeroshot.box", "nnunet_prompted_2d"} <= runs
+    prompted = [d for rule, d in jobs if rule == "nnunet_prompted_predict"]
+    assert prompted and all("/prompts/" in d and "box.json" in d for d in prompted)  # the boxes SAM gets

@@ -26,6 +26,26 @@ def test_patient_level_and_complete():
     assert len(split["test"]) == 6  # ceil(0.25 * 10) = 3 patients, 2 scans each
 
 
+def _n_val_patients(n_patients, val_fraction):
+    settings = {"test_fraction": 0.0, "n_folds": 1, "val_fraction": val_fraction}
+    split = make_split(_cases(n_patients, scans=1), "a", "train_test", 1, settings)
+    fold = split["folds"][0]
+    assert fold["train"] and sorted(fold["train"] + fold["val"]) == sorted(_cases(n_patients, scans=1)["case_id"])
+    return len(fold["val"])
+
+
+def test_validation_part_is_the_nearest_patient_count():
+    assert _n_val_patients(3, 0.34) == 1  # 1.02 patients: 1 (rounding up gave 2 of 3 and trained on one)
+    assert _n_val_patients(3, 0.5) == 2  # 1.5: half rounds up
+    assert _n_val_patients(5, 0.5) == 3  # 2.5: up, not to the even 2 (Python's round)
+    assert _n_val_patients(10, 0.26) == 3  # 2.6
+    assert _n_val_patients(3, 0.1) == 1  # 0.3: at least one patient
+    assert _n_val_patients(3, 0.9) == 2  # 2.7: one patient is always left to train on
+    # the default study's phantom: 4 patients, 1 test, 3 left: 2 train and 1 validate
+    fold = make_split(_cases(4), "phantom", "train_test", 42, {**SETTINGS, "val_fraction": 0.34})["folds"][0]
+    assert len({c[:5] for c in fold["train"]}) == 2 and len({c[:5] for c in fold["val"]}) == 1
+
+
 def test_deterministic_and_seed_dependent():
     cases = _cases(12)
     assert make_split(cases, "a", "train_test", 1, SETTINGS) == make_split(cases, "a", "train_test", 1, SETTINGS)

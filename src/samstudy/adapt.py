@@ -9,6 +9,13 @@
   adapters and mask decoder trained. Written here because peft has no bottleneck-adapter method for
   arbitrary torch modules.
 - ``full``: image encoder and mask decoder trained, prompt encoder frozen (MedSAM style).
+- ``promptfree``: SAMed style (Zhang & Liu, "Customized Segment Anything Model for Medical Image
+  Segmentation"; code: github.com/hitachinsk/SAMed), decoder only: no prompt at all, a mask decoder with
+  one output mask per class plus background (`promptfree_decoder`), trained from the cached embeddings
+  (the encoder never runs) on every training dataset at once. Its classes are the (dataset, label value)
+  pairs of the training data, in order, after the background (channel 0); the checkpoint's metadata holds
+  that class map (`classes`). Trained: the mask decoder and the prompt encoder's no-mask embedding (the
+  only prompt-encoder tensor a prompt-free forward uses; SAMed trains the whole prompt encoder).
 
 Every method works with SAM's ViT (segment_anything ``Block``) and LiteMedSAM's TinyViT
 (``TinyViTBlock``): both have blocks with ``attn`` (with a ``qkv`` and a ``proj`` linear) and ``mlp``.
@@ -22,6 +29,7 @@ metadata and checks the base model's hash.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -31,7 +39,9 @@ from samstudy.config import ENCODER_ADAPTATIONS, METHOD_OPTIONS
 from samstudy.io import sha256_file
 from samstudy.models import LoadedModel
 
-ADAPTATIONS = ("decoder", "lora", "adapter", "full")
+ADAPTATIONS = ("decoder", "lora", "adapter", "full", "promptfree")
+PROMPTFREE = "promptfree"
+NO_MASK_EMBED = "prompt_encoder.no_mask_embed."  # trained by promptfree (SAMed trains the prompt encoder)
 ADAPTER_TAG = "samstudy_adapter"  # in the names of the adapter layers' parameters
 
 
@@ -106,8 +116,94 @@ def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
     return blocks
 
 
-def add_layers(model: LoadedModel, adaptation: str, options: dict) -> None:
-    """Insert the method's new layers (LoRA, adapters) into the image encoder, in place."""
+def _pretrained_token(k: int, pretrained_tokens: int) -> int:
+    """The pretrained mask token (and hypernetwork MLP, IoU-head row) a new token k starts from: itself
+    where it exists, else one of SAM's multimask tokens (1..3) in turn."""
+    if k < pretrained_tokens:
+        return k
+    multi = pretrained_tokens - 1
+    return 1 + (k - 1) % multi if multi > 0 else 0
+
+
+def promptfree_decoder(pretrained: nn.Module, n_classes: int) -> nn.Module:
+    """A segment_anything MaskDecoder with one output mask per class plus background, built from a
+    pretrained one (SAMed: `segment_anything/build_sam.py` `_build_sam`, `num_multimask_outputs=num_classes`:
+    n_classes + 1 mask tokens and hypernetwork MLPs; channel 0 is the background).
+
+    Weights: everything whose shape fits is the pretrained decoder's (the two-way transformer, the output
+    upscaling, the IoU token and IoU head's hidden layers). The per-token parts (mask token rows,
+    hypernetwork MLPs, rows of the IoU head's last layer) are the pretrained token k's where k exists
+    (tokens 0..3: SAM's single-mask token becomes the background channel), and an extra token starts as a
+    copy of one of SAM's multimask tokens (1, 2, 3, 1, ...). SAMed instead re-initialises all mask tokens,
+    hypernetwork MLPs and the IoU head at random whenever their count differs from SAM's
+    (`build_sam.py` `load_from`, `except_keys`); copying keeps the start at the pretrained decoder, as
+    every other samstudy method starts from the pretrained model, and is deterministic. Copies start
+    with equal logits, but their gradients differ as soon as their classes' targets do, so they part.
+    """
+    from segment_anything.modeling import MaskDecoder
+
+    iou_head = pretrained.iou_prediction_head
+    decoder = MaskDecoder(
+        transformer_dim=pretrained.transformer_dim,
+        transformer=copy.deepcopy(pretrained.transformer),
+        num_multimask_outputs=n_classes,
+        iou_head_depth=iou_head.num_layers,
+        iou_head_hidden_dim=iou_head.layers[0].out_features,
+    )
+    old, new = pretrained.state_dict(), decoder.state_dict()
+    tokens = pretrained.num_mask_tokens
+    last_iou = f"iou_prediction_head.layers.{iou_head.num_layers - 1}."
+    state = {}
+    for key, value in new.items():
+        if key == "mask_tokens.weight":
+            state[key] = old[key][[_pretrained_token(k, tokens) for k in range(decoder.num_mask_tokens)]]
+        elif key.startswith(last_iou):
+            state[key] = old[key][[_pretrained_token(k, tokens) for k in range(decoder.num_mask_tokens)]]
+        elif key.startswith("output_hypernetworks_mlps."):
+            _, k, rest = key.split(".", 2)
+            state[key] = old[f"output_hypernetworks_mlps.{_pretrained_token(int(k), tokens)}.{rest}"]
+        elif key in old and old[key].shape == value.shape:
+            state[key] = old[key]
+        else:  # nothing else differs between the two decoders; kept as a guard
+            raise ValueError(f"promptfree decoder: no pretrained weight fits {key} {tuple(value.shape)}")
+    decoder.load_state_dict({k: v.clone() for k, v in state.items()})
+    return decoder.to(next(pretrained.parameters()).device)
+
+
+def promptfree_logits(model: LoadedModel, embeddings: torch.Tensor) -> torch.Tensor:
+    """Image embeddings (B, C, h, w) -> logits of every class (B, n_classes + 1, L, L), channel 0 the
+    background, with no prompt. SAMed `segment_anything/modeling/sam.py` `forward_train` (followed in
+    SAMed_h/segment_anything/modeling/sam.py lines 60-72, commit 1f960e6): `prompt_encoder(points=None,
+    boxes=None, masks=None)` (an empty sparse embedding (1, 0, C), the dense one the no-mask embedding),
+    the batch of image embeddings decoded against that single empty prompt (the decoder's batch broadcast
+    over the image batch, as there), multimask output keeping every mask: SAMed's MaskDecoder.forward
+    returns all n_classes + 1 masks (its `segment_anything/modeling/mask_decoder.py` lines 102-111, the
+    official mask selection commented out), which is `predict_masks` of the official decoder."""
+    sparse, dense = model.sam.prompt_encoder(points=None, boxes=None, masks=None)
+    masks, _ = model.sam.mask_decoder.predict_masks(
+        image_embeddings=embeddings,
+        image_pe=model.sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+    )
+    return masks
+
+
+def dataset_classes(classes: list, dataset: str) -> dict[int, int]:
+    """A promptfree class map's classes of one dataset: decoder channel -> label value (channel 0, the
+    background, is not listed)."""
+    return {k: int(value) for k, (name, value) in enumerate(classes, start=1) if name == dataset}
+
+
+def add_layers(model: LoadedModel, adaptation: str, options: dict, classes: list | None = None) -> None:
+    """Insert the method's new layers (LoRA, adapters) into the image encoder, in place; for `promptfree`,
+    replace the mask decoder by one with a mask per class of `classes` (the class map) plus background."""
+    if adaptation == PROMPTFREE:
+        if not classes:
+            raise ValueError("promptfree: no classes to predict (its class map is empty)")
+        model.sam.mask_decoder = promptfree_decoder(model.sam.mask_decoder, len(classes))
+        model.sam.mask_decoder.samstudy_classes = [(str(d), int(v)) for d, v in classes]
+        return
     encoder = model.sam.image_encoder
     device = next(model.sam.parameters()).device
     if adaptation == "lora":
@@ -128,6 +224,8 @@ def add_layers(model: LoadedModel, adaptation: str, options: dict) -> None:
 def _is_trained(name: str, adaptation: str) -> bool:
     if name.startswith("mask_decoder."):
         return True
+    if adaptation == PROMPTFREE:
+        return name.startswith(NO_MASK_EMBED)
     if adaptation == "lora":
         return "lora_" in name
     if adaptation == "adapter":
@@ -137,11 +235,12 @@ def _is_trained(name: str, adaptation: str) -> bool:
     return False
 
 
-def prepare(model: LoadedModel, adaptation: str, options: dict) -> list[nn.Parameter]:
-    """Add the method's layers, freeze everything else; returns the trainable parameters."""
+def prepare(model: LoadedModel, adaptation: str, options: dict, classes: list | None = None) -> list[nn.Parameter]:
+    """Add the method's layers, freeze everything else; returns the trainable parameters. `classes`: the
+    promptfree class map ((dataset, label value) per foreground class)."""
     if adaptation not in ADAPTATIONS:
         raise ValueError(f"unknown adaptation '{adaptation}'; known: {', '.join(ADAPTATIONS)}")
-    add_layers(model, adaptation, options)
+    add_layers(model, adaptation, options, classes)
     params = []
     for name, p in model.sam.named_parameters():
         p.requires_grad_(_is_trained(name, adaptation))
@@ -185,7 +284,7 @@ def load_adapted(model: LoadedModel, path: str | Path, adaptation: str) -> dict:
         )
     if meta["adaptation"] != adaptation:
         raise AdaptedCheckpointError(f"{path}: adaptation {meta['adaptation']} differs from {adaptation}")
-    add_layers(model, adaptation, meta.get("options", {}))
+    add_layers(model, adaptation, meta.get("options", {}), meta.get("classes"))
     expected = {k for k in model.sam.state_dict() if _is_trained(k, adaptation)}
     if set(ckpt["state"]) != expected:
         stray = sorted(set(ckpt["state"]) ^ expected)[:3]

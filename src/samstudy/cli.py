@@ -61,9 +61,12 @@ def _embed_adapted(a, p, layout):
 
 
 def _prompts(a, p, layout):
-    from samstudy.prompts import make_prompts
+    from samstudy.prompts import derive_prompts, make_prompts
 
-    make_prompts(layout, a.dataset, a.protocol, p["prompts"], p["seed"])
+    if p.get("derived"):  # an automatic protocol: prompts from another run's predictions
+        derive_prompts(layout, a.dataset, a.protocol, p["derived"], p["prompts"], p["seed"])
+    else:
+        make_prompts(layout, a.dataset, a.protocol, p["prompts"], p["seed"])
 
 
 def _train(a, p, layout):
@@ -83,14 +86,17 @@ def _nnunet(a, p, layout):
     from samstudy import nnunet
 
     step = a.step
+    prompted = bool(p.get("prompted"))  # the prompted variant (label boxes as extra channels)
     if step == "export":
-        nnunet.export(layout, a.dataset, p["dataset_id"])
+        extra = {"jitter_px": p["jitter_px"], "seed": p["seed"]} if prompted else {}
+        nnunet.export(layout, a.dataset, p["dataset_id"], prompted, **extra)
     elif step == "plan":
-        nnunet.plan(layout, a.dataset, p["dataset_id"], p["configurations"], p["schedule"])
+        nnunet.plan(layout, a.dataset, p["dataset_id"], p["configurations"], p["schedule"], prompted)
     elif step == "train":
-        nnunet.train(layout, a.dataset, p["dataset_id"], a.configuration, int(a.fold), p["nnunet"], p["seed"])
+        fold = int(a.fold)
+        nnunet.train(layout, a.dataset, p["dataset_id"], a.configuration, fold, p["nnunet"], p["seed"], prompted)
     elif step == "predict":
-        nnunet.predict(layout, a.dataset, p["dataset_id"], a.configuration, p["folds"], p["nnunet"])
+        nnunet.predict(layout, a.dataset, p["dataset_id"], a.configuration, p["folds"], p["nnunet"], prompted)
     elif step == "select":
         nnunet.select_best(layout, a.dataset, p["dataset_id"], p["configurations"], p["folds"])
     elif step == "predict_best":
@@ -133,12 +139,17 @@ VERBS = {
         "embeddings of one dataset's test cases under a method's adapted encoder (lora, adapter, full)",
         ["dataset", "method"],
     ),
-    "prompts": (_prompts, "simulate and store the prompts of one dataset and protocol", ["dataset", "protocol"]),
+    "prompts": (
+        _prompts,
+        "simulate and store the prompts of one dataset and protocol (from the ground truth, or derived from a run)",
+        ["dataset", "protocol"],
+    ),
     "train": (_train, "train one adaptation method", ["method"]),
     "infer": (_infer, "predict one dataset with one method and protocol", ["dataset", "method", "protocol"]),
     "nnunet": (
         _nnunet,
-        "nnU-Net v2 baseline: export | plan | train | predict | select | predict_best",
+        "nnU-Net v2 baseline: export | plan | train | predict | select | predict_best"
+        " (params prompted: true = prompted nnU-Net, the label boxes as extra channels)",
         ["step", "dataset", "configuration", "fold"],
     ),
     "evaluate": (_evaluate, "score one run on one dataset", ["dataset", "run"]),

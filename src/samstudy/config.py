@@ -69,6 +69,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             "nnunet: 3d_cascade_fullres needs every fold (folds: all): its first stage's predictions "
             "of all training cases come from the 3d_lowres cross-validation"
         )
+    _check_prompt_sources(cfg)
     names = [d["name"] for d in cfg["datasets"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -77,6 +78,40 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         ds.setdefault("role", "train_test")
         _check_dataset_entry(ds)
     return cfg
+
+
+def _check_prompt_sources(cfg: dict[str, Any]) -> None:
+    """Derived (automatic) protocols name a run the study makes; automatic arms need every slice embedded."""
+    derived = cfg["prompts"]["derived"]
+    ground_truth = schema()["properties"]["prompts"]["properties"]["protocols"]["items"]["enum"]
+    nn = cfg["nnunet"]
+    sources = set()
+    if nn["enabled"]:
+        sources |= {f"nnunet_{c}" for c in nn["configurations"]} | ({"nnunet_best"} if nn["select_best"] else set())
+    for method, spec in cfg["methods"].items():
+        if spec["adaptation"] != "promptfree":
+            sources |= {f"{method}.{p}" for p in cfg["prompts"]["protocols"]}
+        else:
+            sources.add(f"{method}.none")
+    for name, spec in derived.items():
+        if name in ground_truth or name == "none":
+            raise ConfigError(f"prompts.derived.{name}: the name is taken by a ground-truth protocol; choose another")
+        if spec["from"] not in sources:
+            raise ConfigError(
+                f"prompts.derived.{name}.from: '{spec['from']}' is not a run of this study; runs: {sorted(sources)}"
+            )
+    if nn["prompted"] and nn["enabled"] and "box" not in cfg["prompts"]["protocols"]:
+        raise ConfigError(
+            "nnunet.prompted: nnU-Net is given the boxes box-prompted SAM gets at test time: "
+            "prompts.protocols must include box"
+        )
+    promptfree = [m for m, spec in cfg["methods"].items() if spec["adaptation"] == "promptfree"]
+    if (derived or promptfree) and cfg["embed"]["slices"] != "all":
+        what = "prompts.derived" if derived else f"methods {promptfree} (promptfree)"
+        raise ConfigError(
+            f"{what}: automatic arms need every slice embedded (embed.slices: all): selecting slices by the "
+            "ground truth would tell them where the structures are"
+        )
 
 
 RASTER_ENDINGS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

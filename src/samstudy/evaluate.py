@@ -39,6 +39,7 @@ METRIC_COLUMNS = [
     "adaptation",
     "protocol",
     "prompted",
+    "prompt_source",
     "dice",
     "nsd",
     "hd95",
@@ -46,7 +47,7 @@ METRIC_COLUMNS = [
     "pred_voxels",
 ]
 # The Dice-vs-clicks table: the same columns plus the number of correction clicks given so far.
-CLICK_COLUMNS = [*METRIC_COLUMNS[:10], "clicks", *METRIC_COLUMNS[10:]]
+CLICK_COLUMNS = [*METRIC_COLUMNS[:11], "clicks", *METRIC_COLUMNS[11:]]
 
 
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx, tolerance_mm: float) -> dict[str, float]:
@@ -200,11 +201,16 @@ def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int, click_par
     write_parquet(layout.click_metrics(), clicks)
     summary: dict = {}
     for (run, dataset), group in metrics.groupby(["run", "dataset"], sort=True):
-        entry = {"prompted": bool(group["prompted"].iloc[0]), "n_cases": int(group["case_id"].nunique())}
+        entry = {
+            "prompted": bool(group["prompted"].iloc[0]),
+            "prompt_source": str(group["prompt_source"].iloc[0]),
+            "n_cases": int(group["case_id"].nunique()),
+        }
         for metric in ("dice", "nsd", "hd95"):
             entry[f"mean_{metric}"] = float(group[metric].mean())
         lo, hi = bootstrap_ci(group.groupby("case_id")["dice"].mean().to_numpy(), seed)
         entry["mean_dice_ci95"] = [lo, hi]
+        entry["too_few_cases"] = entry["n_cases"] < MIN_CASES_FOR_INFERENCE
         entry["dice_per_label"] = {k: float(v) for k, v in group.groupby("label")["dice"].mean().items()}
         summary.setdefault(run, {})[dataset] = entry
     for (run, dataset), group in clicks.groupby(["run", "dataset"], sort=True):
@@ -217,7 +223,7 @@ def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int, click_par
     for row in tests.to_dict("records"):
         summary[row["run"]][row["dataset"]]["vs_baseline"] = {  # JSON has no NaN: no test is null
             k: (None if isinstance(row[k], float) and not np.isfinite(row[k]) else row[k])
-            for k in ("baseline", "mean_diff", "p", "p_adj")
+            for k in ("comparison", "baseline", "mean_diff", "p", "p_adj")
         }
     write_json(layout.summary(), summary)
     # DVC plot data: mean Dice per run and label (one row each), beside the metrics
@@ -229,51 +235,94 @@ def summarize(layout: Layout, parts: list[tuple[str, str]], seed: int, click_par
     return summary
 
 
-PAIRED_COLUMNS = ["dataset", "run", "baseline", "n_cases", "mean_dice", "baseline_dice", "mean_diff", "p", "p_adj"]
+PAIRED_COLUMNS = [
+    "dataset",
+    "comparison",
+    "run",
+    "baseline",
+    "n_cases",
+    "mean_dice",
+    "baseline_dice",
+    "mean_diff",
+    "p",
+    "p_adj",
+]
+# Fewer test cases than this: no confidence interval or p-value is shown (the report says "too few cases").
+MIN_CASES_FOR_INFERENCE = 5
+
+
+def comparison_of(prompt_source: str) -> str:
+    """`oracle` for runs whose prompts come from the ground truth, `automatic` for the others (nnU-Net,
+    prompts derived from another run, prompt-free): the two are never compared with each other."""
+    return "oracle" if prompt_source == "ground_truth" else "automatic"
 
 
 def baseline_run(runs: list[str]) -> str | None:
-    """The baseline of a dataset: nnU-Net's selected model if the study has it, else its first nnU-Net run."""
-    nnunet = sorted(r for r in runs if r.startswith("nnunet_"))
+    """The automatic baseline of a dataset: nnU-Net's selected model if the study has it, else its first
+    (plain) nnU-Net run."""
+    nnunet = sorted(r for r in runs if r.startswith("nnunet_") and not r.startswith("nnunet_prompted"))
     return "nnunet_best" if "nnunet_best" in nnunet else (nnunet[0] if nnunet else None)
 
 
+def oracle_baseline_run(runs: list[str], infos: dict[str, dict]) -> str | None:
+    """The oracle baseline of a dataset: nnU-Net given the same boxes (`nnunet_prompted_*`) if the study
+    has it, else zero-shot SAM with the box protocol (so adaptations are tested against zero-shot)."""
+    prompted = sorted(r for r in runs if r.startswith("nnunet_prompted"))
+    if prompted:
+        return prompted[0]
+    zero_shot = sorted(r for r in runs if infos[r]["adaptation"] == "none" and infos[r]["protocol"] == "box")
+    return zero_shot[0] if zero_shot else None
+
+
 def paired_tests(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Every run against its dataset's nnU-Net baseline: two-sided Wilcoxon signed-rank test on per-case
-    mean Dice (paired by case; scipy), p-values adjusted per dataset with Benjamini-Hochberg (scipy's
-    false_discovery_control). Identical scores give p = 1; fewer than two shared cases give no test."""
+    """Within each comparison (automatic, oracle) of each dataset, every run against the comparison's
+    baseline (`baseline_run`, `oracle_baseline_run`): two-sided Wilcoxon signed-rank test on per-case mean
+    Dice (paired by case; scipy), p-values adjusted per dataset and comparison with Benjamini-Hochberg
+    (scipy's false_discovery_control). Identical scores give p = 1; fewer than two shared cases give no
+    test."""
     from scipy.stats import false_discovery_control, wilcoxon
 
     rows = []
     for dataset, group in metrics.groupby("dataset", sort=True):
-        base = baseline_run(list(group["run"].unique()))
-        if base is None:
-            continue
+        infos = {
+            r: {"adaptation": g["adaptation"].iloc[0], "protocol": g["protocol"].iloc[0]}
+            for r, g in group.groupby("run")
+        }
+        sources = group.groupby("run")["prompt_source"].first()
         per_case = group.groupby(["run", "case_id"])["dice"].mean().unstack("case_id")
-        for run in sorted(set(per_case.index) - {base}):
-            pair = per_case.loc[[run, base]].dropna(axis=1)
-            diff = pair.loc[run] - pair.loc[base]
-            if pair.shape[1] < 2:
-                p = float("nan")
-            elif np.allclose(diff, 0):
-                p = 1.0
+        for comparison in ("automatic", "oracle"):
+            runs = sorted(r for r in per_case.index if comparison_of(sources[r]) == comparison)
+            if comparison == "automatic":
+                base = baseline_run(runs)
             else:
-                p = float(wilcoxon(pair.loc[run], pair.loc[base]).pvalue)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "run": run,
-                    "baseline": base,
-                    "n_cases": int(pair.shape[1]),
-                    "mean_dice": float(pair.loc[run].mean()),
-                    "baseline_dice": float(pair.loc[base].mean()),
-                    "mean_diff": float(diff.mean()),
-                    "p": p,
-                }
-            )
+                base = oracle_baseline_run(runs, infos)
+            if base is None:
+                continue
+            for run in sorted(set(runs) - {base}):
+                pair = per_case.loc[[run, base]].dropna(axis=1)
+                diff = pair.loc[run] - pair.loc[base]
+                if pair.shape[1] < 2:
+                    p = float("nan")
+                elif np.allclose(diff, 0):
+                    p = 1.0
+                else:
+                    p = float(wilcoxon(pair.loc[run], pair.loc[base]).pvalue)
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "comparison": comparison,
+                        "run": run,
+                        "baseline": base,
+                        "n_cases": int(pair.shape[1]),
+                        "mean_dice": float(pair.loc[run].mean()),
+                        "baseline_dice": float(pair.loc[base].mean()),
+                        "mean_diff": float(diff.mean()),
+                        "p": p,
+                    }
+                )
     tests = pd.DataFrame(rows, columns=PAIRED_COLUMNS[:-1])
     tests["p_adj"] = np.nan
-    for _, idx in tests.groupby("dataset").groups.items():
+    for _, idx in tests.groupby(["dataset", "comparison"]).groups.items():
         valid = [i for i in idx if np.isfinite(tests.at[i, "p"])]
         if valid:
             tests.loc[valid, "p_adj"] = false_discovery_control(tests.loc[valid, "p"].to_numpy(), method="bh")

@@ -319,12 +319,15 @@ def infer_dataset(
     overlap: str = "official",
 ) -> list[str]:
     """Predict every evaluation case of a dataset with one method and protocol; returns written paths."""
+    if method_cfg["adaptation"] == adapt.PROMPTFREE:  # no prompts: protocol "none"
+        return infer_promptfree(layout, dataset, method, method_cfg, model_cfg, protocol, device)
     model, index = method_model_and_embeddings(layout, dataset, method, method_cfg, model_cfg, device)
     threshold = model.family.threshold
     table, _ = load_dataset_table(layout, dataset)
     rows = table.set_index("case_id")
     artifact = load_prompts(layout, dataset, protocol)
     prompts, settings = artifact["cases"], artifact.get("settings", {})
+    kind = artifact.get("kind", protocol)  # a derived protocol (prompts from another run) names its kind
     run = run_name(method, protocol)
     written = []
     for case in tqdm(eval_cases(layout, dataset), desc=f"infer {run}/{dataset}", unit="case"):
@@ -334,7 +337,7 @@ def infer_dataset(
         out = layout.prediction(run, dataset, case)
         axis, reference = int(pre["axis"]), rows.loc[case]  # the manifest row: its geometry is the image's
         record: dict | None = None
-        if protocol == "clicks":
+        if kind == "clicks":
             stack, objects = predict_clicks(
                 model, embeddings, prompts[case], pre["labels"], settings["clicks"]["rounds"], case, overlap
             )
@@ -344,7 +347,7 @@ def infer_dataset(
                 write_prediction(files[-1], label_slices, axis, reference)
             record = {"rounds": settings["clicks"]["rounds"], "click_predictions": files, "objects": objects}
             label_slices = stack[-1]
-        elif protocol == "box3d":
+        elif kind == "box3d":
             predictions, objects = predict_box3d(
                 model, embeddings, prompts[case], (h, w), settings["box3d"]["margin_px"], case
             )
@@ -357,7 +360,103 @@ def infer_dataset(
             write_json(layout.prompt_record(run, dataset, case), {"case": case, "protocol": protocol, **record})
         write_prediction(out, label_slices, axis, reference)
         written.append(out)
-    record = {"run": run, "dataset": dataset, "protocol": protocol, "overlap": overlap, **model.family.describe()}
+    record = {
+        "run": run,
+        "dataset": dataset,
+        "protocol": protocol,
+        "prompt_source": artifact.get("source", "ground_truth"),
+        "overlap": overlap,
+        **model.family.describe(),
+    }
+    write_json(layout.run_record(run, dataset), record)
+    log.info("infer %s/%s: %d cases (%s)", run, dataset, len(written), record)
+    return written
+
+
+PROMPT_FREE = "none"  # the protocol (and prompt source) of prompt-free runs
+
+
+@torch.inference_mode()
+def predict_promptfree(
+    model: LoadedModel,
+    embeddings: dict[int, np.ndarray],
+    n_slices: int,
+    hw: tuple[int, int],
+    classes: dict[int, int],
+    case: str = "",
+    batch_size: int = 8,
+) -> np.ndarray:
+    """A promptfree (SAMed-style) model's label slices (n, H, W) uint8, with no prompt: every slice decoded
+    from its embedding alone (`adapt.promptfree_logits`), the logits of the background (channel 0) and of
+    the dataset's classes (`classes`: decoder channel -> label value, `adapt.dataset_classes`) put back into
+    the native slice with the family's geometry (`logits_to_native`), then the argmax over them (SAMed
+    `utils.py` test_single_volume, line 133: argmax of the softmax over the classes of the upsampled
+    masks; the softmax does not change the argmax). Other datasets' classes do not compete. No classes:
+    an empty prediction. Every slice needs an embedding (embed.slices: all)."""
+    out = np.zeros((n_slices, *hw), dtype=np.uint8)
+    if not classes:
+        return out
+    missing = [s for s in range(n_slices) if s not in embeddings]
+    if missing:
+        raise KeyError(
+            f"case {case}: slice {missing[0]} has no cached embedding ({len(missing)} of {n_slices} slices "
+            "lack one); prompt-free inference predicts every slice: set embed.slices: all"
+        )
+    channels = [0, *classes]
+    values = torch.tensor([0, *classes.values()], dtype=torch.uint8)
+    device = next(model.sam.parameters()).device
+    for start in range(0, n_slices, batch_size):
+        stop = min(start + batch_size, n_slices)
+        emb = np.stack([np.asarray(embeddings[s], dtype=np.float32) for s in range(start, stop)])
+        low_res = adapt.promptfree_logits(model, torch.from_numpy(emb).to(device))[:, channels].float()
+        winner = model.family.logits_to_native(low_res, hw).argmax(dim=1).cpu()
+        out[start:stop] = values[winner].numpy()
+    return out
+
+
+def infer_promptfree(
+    layout: Layout,
+    dataset: str,
+    method: str,
+    method_cfg: dict,
+    model_cfg: dict,
+    protocol: str = PROMPT_FREE,
+    device: str = "auto",
+) -> list[str]:
+    """Predict every evaluation case of a dataset with a promptfree method (no prompts file is read; run
+    `<method>` + protocol "none"); a dataset the method has no classes for gets empty predictions."""
+    if protocol != PROMPT_FREE:
+        raise ValueError(f"method {method} is prompt-free: its protocol is '{PROMPT_FREE}', not '{protocol}'")
+    model, index = method_model_and_embeddings(layout, dataset, method, method_cfg, model_cfg, device)
+    classes = adapt.dataset_classes(model.sam.mask_decoder.samstudy_classes, dataset)
+    if not classes:
+        log.warning(
+            "infer %s/%s: %s was trained on no class of this dataset: its predictions are empty",
+            method,
+            dataset,
+            method,
+        )
+    table, _ = load_dataset_table(layout, dataset)
+    rows = table.set_index("case_id")
+    run = run_name(method, protocol)
+    written = []
+    for case in tqdm(eval_cases(layout, dataset), desc=f"infer {run}/{dataset}", unit="case"):
+        pre = load_preprocessed(layout, dataset, case)
+        n, h, w = pre["labels"].shape
+        embeddings = load_case_embeddings(index[case]) if classes else {}
+        label_slices = predict_promptfree(model, embeddings, n, (h, w), classes, case)
+        out = layout.prediction(run, dataset, case)
+        write_prediction(out, label_slices, int(pre["axis"]), rows.loc[case])
+        written.append(out)
+    record = {
+        "run": run,
+        "dataset": dataset,
+        "protocol": protocol,
+        "prompt_source": PROMPT_FREE,
+        "classes": {str(k): v for k, v in classes.items()},  # decoder channel -> label value
+        "rule": "argmax over background + the dataset's classes of the logits in the native slice",
+        **model.family.describe(),
+    }
     write_json(layout.run_record(run, dataset), record)
     log.info("infer %s/%s: %d cases (%s)", run, dataset, len(written), record)
     return written

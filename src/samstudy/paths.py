@@ -24,6 +24,12 @@ def nnunet_run_name(configuration: str) -> str:
     return run_name(f"nnunet_{configuration}", None)
 
 
+def nnunet_prompted_run_name(configuration: str) -> str:
+    """The run name of a prompted nnU-Net configuration (each label's box as extra input channels: the
+    oracle counterpart of box-prompted SAM)."""
+    return run_name(f"nnunet_prompted_{configuration}", None)
+
+
 @dataclass(frozen=True)
 class Layout:
     results_dir: str
@@ -131,6 +137,16 @@ class Layout:
     def nnunet_best_done(self, dataset: str) -> str:
         """nnU-Net's own best-configuration selection (find_best_configuration) for one dataset."""
         return self._r("nnunet", "stamps", f"{dataset}.best.json")
+
+    # prompted nnU-Net: its own nnU-Net dataset (the label boxes as extra channels) and stamps
+    def nnunet_prompted_export_done(self, dataset: str) -> str:
+        return self._r("nnunet", "stamps", f"{dataset}.prompted.exported.json")
+
+    def nnunet_prompted_plan_done(self, dataset: str) -> str:
+        return self._r("nnunet", "stamps", f"{dataset}.prompted.planned.json")
+
+    def nnunet_prompted_train_done(self, dataset: str, configuration: str, fold: int | str) -> str:
+        return self._r("nnunet", "stamps", f"{dataset}.prompted.{configuration}.fold{fold}.trained.json")
 
     # evaluate / report
     def run_metrics(self, run: str, dataset: str) -> str:

@@ -18,6 +18,7 @@ exact mask the prompt stands for.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -209,7 +210,58 @@ def make_prompts(layout: Layout, dataset: str, protocol: str, settings: dict, se
     result = {
         "dataset": dataset,
         "protocol": protocol,
+        "kind": protocol,
         "from_ground_truth": True,
+        "source": "ground_truth",
+        "settings": settings,
+        "seed": seed,
+        "cases": cases,
+    }
+    write_json(layout.prompts(dataset, protocol), result)
+    return result
+
+
+DERIVED_KINDS = ("box", "box3d")
+
+
+def derived_source(spec: dict) -> str:
+    """The prompt source of a derived protocol, as metrics.parquet records it: `run:<source run>`."""
+    return f"run:{spec['from']}"
+
+
+def derive_prompts(layout: Layout, dataset: str, protocol: str, spec: dict, settings: dict, seed: int) -> dict:
+    """An automatic protocol: the prompts of every evaluation case made from another run's prediction of
+    that case (e.g. boxes from nnU-Net's masks, so SAM refines nnU-Net with no ground truth at test time).
+
+    `spec` = {"from": source run, "kind": "box" | "box3d"}: per label (or component, `components`) per
+    slice where the source predicts it, or one 3D box per label, exactly as `case_prompts` makes them from
+    the ground truth. A slice where the source predicts nothing gets no prompt (and is still scored).
+    """
+    import SimpleITK as sitk
+
+    from samstudy.preprocess import to_slices
+    from samstudy.splits import eval_cases
+
+    kind = spec.get("kind", "box")
+    if kind not in DERIVED_KINDS:
+        raise ValueError(f"prompts.derived.{protocol}.kind must be one of {DERIVED_KINDS}, got '{kind}'")
+    cases = {}
+    for case in tqdm(eval_cases(layout, dataset), desc=f"prompts {dataset}/{protocol} from {spec['from']}"):
+        path = layout.prediction(spec["from"], dataset, case)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: the source run {spec['from']} has no prediction of {dataset}/{case}")
+        pre = load_preprocessed(layout, dataset, case)
+        predicted = sitk.GetArrayFromImage(sitk.ReadImage(path))
+        slices = predicted[None] if predicted.ndim == 2 else to_slices(predicted, int(pre["axis"]))
+        if slices.shape != pre["labels"].shape:
+            raise ValueError(f"{path}: shape {predicted.shape} does not fit {dataset}/{case}'s image")
+        cases[case] = case_prompts(slices.astype(np.uint8), kind, settings, case_rng(seed, dataset, case, protocol))
+    result = {
+        "dataset": dataset,
+        "protocol": protocol,
+        "kind": kind,
+        "from_ground_truth": False,
+        "source": derived_source(spec),
         "settings": settings,
         "seed": seed,
         "cases": cases,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from samstudy.evaluate import MIN_CASES_FOR_INFERENCE, comparison_of
 from samstudy.io import atomic_path, read_json, sha256_file
 from samstudy.paths import Layout
 
@@ -120,16 +121,122 @@ same code and rules as the tables above.</p>
 {table.to_html(index=False)}"""
 
 
-def _paired_section(layout: Layout) -> str:
-    path = Path(layout.paired_tests())
-    tests = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
-    if tests.empty:
-        return "<h2>Against the baseline</h2><p>No nnU-Net baseline in this study: no paired tests.</p>"
-    return f"""<h2>Against the baseline</h2>
-<p>Each run against its dataset's nnU-Net run (nnunet_best when nnU-Net chose one): two-sided Wilcoxon signed-rank test
-on the per-case mean Dice, paired by case; p_adj: Benjamini-Hochberg across the runs of a dataset. With few test cases
-no difference can be significant. Prompt-based runs use GT-derived prompts; the baseline uses none.</p>
-{tests.round(4).to_html(index=False)}"""
+COMPARISONS = {
+    "automatic": (
+        "Automatic comparison (no ground truth at test time)",
+        "Baseline: nnU-Net (nnunet_best when nnU-Net chose one).",
+    ),
+    "oracle": (
+        "Oracle comparison (prompts from the ground truth)",
+        "Baseline: nnU-Net given the same boxes (nnunet_prompted_*) when the study has it, else zero-shot SAM "
+        "with the box protocol.",
+    ),
+}
+
+
+def _ci_text(entry: dict) -> str:
+    if entry["n_cases"] < MIN_CASES_FOR_INFERENCE:
+        return f"too few cases (n={entry['n_cases']})"
+    lo, hi = entry["mean_dice_ci95"]
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _p_text(row: dict) -> str:
+    if row["n_cases"] < MIN_CASES_FOR_INFERENCE:
+        return f"too few cases (n={row['n_cases']})"
+    if not np.isfinite(row["p"]):
+        return "no test"
+    return f"p = {row['p']:.4f}, p_adj = {row['p_adj']:.4f}"
+
+
+def _comparison_section(comparison: str, summary: dict, tests: pd.DataFrame) -> str:
+    """One comparison: its runs' overview (95% bootstrap CI of the mean Dice) and its paired tests."""
+    heading, baseline_text = COMPARISONS[comparison]
+    rows = [
+        {
+            "run": run,
+            "dataset": dataset,
+            "prompt source": e.get("prompt_source", "ground_truth" if e["prompted"] else "none"),
+            "cases": e["n_cases"],
+            "mean Dice": round(e["mean_dice"], 3),
+            "95% CI": _ci_text(e),
+            "mean NSD": round(e["mean_nsd"], 3),
+            "mean HD95 (mm)": round(e["mean_hd95"], 2),
+        }
+        for run, per in summary.items()
+        for dataset, e in per.items()
+        if comparison_of(e.get("prompt_source", "ground_truth" if e["prompted"] else "none")) == comparison
+    ]
+    if not rows:
+        return f"<h2>{heading}</h2><p>No {comparison} run in this study.</p>"
+    overview = pd.DataFrame(rows).sort_values(["dataset", "run"])
+    mine = tests[tests["comparison"] == comparison] if not tests.empty else tests
+    if mine.empty:
+        paired = "<p>No baseline for this comparison: no paired tests.</p>"
+    else:
+        shown = mine.copy()
+        shown["test"] = [_p_text(r) for r in shown.to_dict("records")]
+        shown = shown[["dataset", "run", "baseline", "n_cases", "mean_dice", "baseline_dice", "mean_diff", "test"]]
+        paired = shown.round(4).to_html(index=False)
+    return f"""<h2>{heading}</h2>{overview.to_html(index=False)}
+<h3>Paired tests</h3><p>{baseline_text} Each run against the baseline: two-sided Wilcoxon signed-rank test on the
+per-case mean Dice, paired by case; p_adj: Benjamini-Hochberg across the comparison's runs of a dataset.</p>
+{paired}"""
+
+
+def study_title(title: str, datasets: list[str]) -> str:
+    """The report's title names the datasets it covers."""
+    missing = [d for d in datasets if d not in title]
+    if not missing:
+        return title
+    names = datasets[0] if len(datasets) == 1 else ", ".join(datasets[:-1]) + " and " + datasets[-1]
+    return f"{title} on {names}"
+
+
+def summary_paragraph(summary: dict, tests: pd.DataFrame) -> str:
+    """The report's opening paragraph, written from the numbers: per dataset, the best automatic arm
+    against nnU-Net and the best oracle arm against its baseline, with the uncertainty that goes with them."""
+    sentences = []
+    by_dataset: dict[str, list[tuple[str, dict]]] = {}
+    for run, per in summary.items():
+        for dataset, entry in per.items():
+            by_dataset.setdefault(dataset, []).append((run, entry))
+    for dataset in sorted(by_dataset):
+        entries = by_dataset[dataset]
+        n = max(e["n_cases"] for _, e in entries)
+        parts = []
+        for comparison in ("automatic", "oracle"):
+            group = [
+                (r, e)
+                for r, e in entries
+                if comparison_of(e.get("prompt_source", "ground_truth" if e["prompted"] else "none")) == comparison
+            ]
+            if not group:
+                continue
+            best_run, best = max(group, key=lambda item: item[1]["mean_dice"])
+            text = f"the best {comparison} arm is {best_run} (mean Dice {best['mean_dice']:.3f})"
+            mine = tests[(tests["dataset"] == dataset) & (tests["comparison"] == comparison)] if len(tests) else tests
+            row = mine[mine["run"] == best_run] if len(mine) else mine
+            if len(row):
+                row = row.iloc[0].to_dict()
+                text += f", {row['mean_diff']:+.3f} against {row['baseline']} ({row['baseline_dice']:.3f})"
+                if n >= MIN_CASES_FOR_INFERENCE and np.isfinite(row["p_adj"]):
+                    sure = "significant" if row["p_adj"] < 0.05 else "not significant"
+                    text += f", {sure} (p_adj = {row['p_adj']:.3f})"
+            elif len(mine):  # the best run is the comparison's baseline: every other arm scored below it
+                text += f", the comparison's baseline, ahead of every other {comparison} arm"
+            parts.append(text)
+        uncertainty = (
+            f"with {n} test cases these are descriptive only (too few cases for confidence intervals or tests)"
+            if n < MIN_CASES_FOR_INFERENCE
+            else f"{n} test cases; 95% bootstrap CIs and Wilcoxon tests below"
+        )
+        sentences.append(f"On {dataset}, " + "; ".join(parts) + f" — {uncertainty}.")
+    sentences.append(
+        "Oracle arms were given the ground truth's boxes or points, so their numbers bound what a user with "
+        "perfect prompts gets; only the automatic comparison answers 'SAM or nnU-Net without annotation at test time'."
+    )
+    return " ".join(sentences)
 
 
 def _overlays(layout: Layout, metrics: pd.DataFrame) -> str:
@@ -196,25 +303,16 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
     metrics = pd.read_parquet(layout.metrics())
     manifest = pd.read_parquet(layout.manifest())
     table = (
-        metrics.groupby(["dataset", "run", "prompted", "label"])[["dice", "nsd", "hd95"]].mean().round(3).reset_index()
+        metrics.groupby(["dataset", "run", "prompt_source", "label"])[["dice", "nsd", "hd95"]]
+        .mean()
+        .round(3)
+        .reset_index()
     )
     summary = read_json(layout.summary())
-    overview = pd.DataFrame(
-        [
-            {
-                "run": r,
-                "dataset": d,
-                "prompted (GT-derived prompts)": e["prompted"],
-                "cases": e["n_cases"],
-                "mean Dice": round(e["mean_dice"], 3),
-                "95% CI": f"[{e['mean_dice_ci95'][0]:.3f}, {e['mean_dice_ci95'][1]:.3f}]",
-                "mean NSD": round(e["mean_nsd"], 3),
-                "mean HD95 (mm)": round(e["mean_hd95"], 2),
-            }
-            for r, per in summary.items()
-            for d, e in per.items()
-        ]
-    )
+    tests_path = Path(layout.paired_tests())
+    tests = pd.read_parquet(tests_path) if tests_path.is_file() else pd.DataFrame(columns=["comparison"])
+    datasets = sorted(metrics["dataset"].unique())
+    title = study_title(config["report"]["title"], datasets)
     notes = []
     trained: dict[tuple[str, str], list[dict]] = {}
     selections = []
@@ -233,8 +331,10 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
             )
         elif not stamps[0]["converged"]:
             notes.append(
-                f"nnU-Net {configuration} on {dataset} (folds {folds}): <b>quick schedule, not converged</b> "
-                "(a CPU demo; use nnunet.schedule: full for a real baseline)."
+                f"nnU-Net {configuration} on {dataset} (folds {folds}): <b>not converged</b>, "
+                f"{stamps[0].get('convergence', {}).get('evidence', 'no training curve recorded')} in fold "
+                f"{stamps[0]['fold']} ({stamps[0]['schedule']} schedule; train longer: nnunet.quick or "
+                "nnunet.schedule: full)."
             )
     for best in selections:
         notes.append(
@@ -280,20 +380,26 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
         f'<a href="../{html.escape(str(Path(p).relative_to(layout.results_dir)))}">{html.escape(n)}</a>'
         for n, p in links
     )
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config["report"]["title"])}</title>
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:.25em .6em;text-align:right}}th{{background:#eee}}
-.note{{background:#fff6d5;padding:.5em}}</style>
-</head><body><h1>{html.escape(config["report"]["title"])}</h1>
-<p class="note">Prompt-based runs (<i>prompted = True</i>) received prompts derived from the ground truth; nnU-Net
-received none. All runs are scored by the same code on the same test cases, every slice counted.
-Empty-mask rules: both empty gives Dice 1 / NSD 1 / HD95 0; one empty gives Dice 0 / NSD 0 / HD95 = image diagonal.</p>
+.note{{background:#fff6d5;padding:.5em}}
+.summary{{font-size:1.05em;border-left:4px solid #36c;padding-left:.8em}}</style>
+</head><body><h1>{html.escape(title)}</h1>
+<p class="summary">{html.escape(summary_paragraph(summary, tests))}</p>
+<p class="note">Two comparisons, never mixed: <b>automatic</b> arms get no ground truth at test time (nnU-Net; SAM
+prompted from another run's prediction, <i>prompt source run:&lt;name&gt;</i>; prompt-free SAM), <b>oracle</b> arms get
+prompts derived from the ground truth (<i>prompt source ground_truth</i>: box/points/clicks SAM, nnU-Net given the same
+boxes). All runs are scored by the same code on the same test cases, every slice counted. Empty-mask rules: both empty
+gives Dice 1 / NSD 1 / HD95 0; one empty gives Dice 0 / NSD 0 / HD95 = image diagonal. With fewer than
+{MIN_CASES_FOR_INFERENCE} test cases no confidence interval or p-value is shown.</p>
 {"".join(f'<p class="note">{n}</p>' for n in notes)}
-<h2>Overview (test cases)</h2>{overview.to_html(index=False)}
-<h2>Per label</h2><p>prompted = True: GT-derived prompts.</p>{table.to_html(index=False)}
-<h2>Dice distribution</h2><p>Prompt-based runs (all but nnU-Net) use GT-derived prompts.</p>
+{_comparison_section("automatic", summary, tests)}
+{_comparison_section("oracle", summary, tests)}
+<h2>Per label</h2>{table.to_html(index=False)}
+<h2>Dice distribution</h2><p>Oracle runs (prompt source ground_truth) and automatic runs side by side: compare within a
+group only.</p>
 <img alt="Dice box plot" src="data:image/png;base64,{_boxplot(metrics)}">
-{_paired_section(layout)}
 {_clicks_section(layout)}
 {_overlays(layout, metrics)}
 <h2>Compute cost (Snakemake benchmark files)</h2>{_cost(layout).to_html(index=False)}

@@ -37,7 +37,8 @@ def make_split(cases: pd.DataFrame, dataset: str, role: str, seed: int, settings
         test, rest = order[:n_test], order[n_test:]
         k = settings["n_folds"]
         if k == 1:
-            n_val = max(1, math.ceil(settings["val_fraction"] * len(rest)))
+            # nearest patient count (half rounds up, not to even), at least one, and one patient left to train on
+            n_val = min(max(1, int(settings["val_fraction"] * len(rest) + 0.5)), len(rest) - 1)
             groups = [rest[:n_val]]
         else:
             groups = [rest[i::k] for i in range(k)]

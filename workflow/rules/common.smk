@@ -2,7 +2,7 @@
 import shlex
 
 from samstudy import config as samstudy_config
-from samstudy.paths import Layout, nnunet_run_name, run_name
+from samstudy.paths import Layout, nnunet_prompted_run_name, nnunet_run_name, run_name
 
 CFG = samstudy_config.validate(config)
 P = samstudy_config.as_param
@@ -13,6 +13,8 @@ NNUNET_DATASETS = TRAIN_DATASETS if CFG["nnunet"]["enabled"] else []
 NNUNET_CONFIGS = CFG["nnunet"]["configurations"]
 NNUNET_FOLDS = CFG["nnunet"]["folds"]
 NNUNET_BEST = bool(NNUNET_DATASETS) and CFG["nnunet"]["select_best"]
+# nnU-Net given each label's box as extra input channels: the oracle counterpart of box-prompted SAM.
+NNUNET_PROMPTED = bool(NNUNET_DATASETS) and CFG["nnunet"]["prompted"]
 # What nnU-Net training and prediction depend on (not the lists of configurations and folds).
 NNUNET_TRAINING = {
     k: CFG["nnunet"][k] for k in ("schedule", "quick", "device", "select_best")
@@ -24,16 +26,40 @@ SAMSTUDY = f"samstudy --results {shlex.quote(L.results_dir)} --cache {shlex.quot
 ENV = "../../envs/samstudy.yaml"
 
 
-# Every evaluated run: prompt-based methods x protocols, then nnU-Net configurations.
+# Every evaluated run: prompt-based methods x protocols (prompts from the ground truth: the oracle arms),
+# methods x derived protocols (prompts from another run's predictions: automatic), prompt-free methods,
+# then nnU-Net configurations. `prompted` means "prompts from the ground truth"; `prompt_source` says
+# where a run's prompts come from: ground_truth, run:<name> or none.
+DERIVED = CFG["prompts"]["derived"]
+PROMPT_FREE = "promptfree"
 RUNS = {}
 for _method, _spec in CFG["methods"].items():
+    _info = {
+        "method": _method,
+        "model": _spec["model"],
+        "adaptation": _spec["adaptation"],
+    }
+    if _spec["adaptation"] == PROMPT_FREE:
+        RUNS[run_name(_method, "none")] = {
+            **_info,
+            "protocol": "none",
+            "prompted": False,
+            "prompt_source": "none",
+        }
+        continue
     for _protocol in PROTOCOLS:
         RUNS[run_name(_method, _protocol)] = {
-            "method": _method,
-            "model": _spec["model"],
-            "adaptation": _spec["adaptation"],
+            **_info,
             "protocol": _protocol,
             "prompted": True,
+            "prompt_source": "ground_truth",
+        }
+    for _protocol, _derived in DERIVED.items():
+        RUNS[run_name(_method, _protocol)] = {
+            **_info,
+            "protocol": _protocol,
+            "prompted": False,
+            "prompt_source": f"run:{_derived['from']}",
         }
 for _run in map(nnunet_run_name, NNUNET_CONFIGS + (["best"] if NNUNET_BEST else [])):
     if NNUNET_DATASETS:
@@ -43,7 +69,17 @@ for _run in map(nnunet_run_name, NNUNET_CONFIGS + (["best"] if NNUNET_BEST else 
             "adaptation": "supervised",
             "protocol": "none",
             "prompted": False,
+            "prompt_source": "none",
         }
+for _run in map(nnunet_prompted_run_name, NNUNET_CONFIGS if NNUNET_PROMPTED else []):
+    RUNS[_run] = {
+        "method": _run,
+        "model": "nnunet",
+        "adaptation": "supervised",
+        "protocol": "box",
+        "prompted": True,
+        "prompt_source": "ground_truth",
+    }
 
 
 def nnunet_configs(dataset):
@@ -58,16 +94,25 @@ def nnunet_runs(dataset):
         return []
     configs = nnunet_configs(dataset)
     best = ["best"] if NNUNET_BEST and configs else []
-    return [nnunet_run_name(c) for c in configs + best]
+    prompted = [nnunet_prompted_run_name(c) for c in configs] if NNUNET_PROMPTED else []
+    return [nnunet_run_name(c) for c in configs + best] + prompted
 
 
-# (run, dataset) pairs that are evaluated: nnU-Net only where it was trained (configurations it can plan).
-EVAL_PARTS = [
-    (r, d)
-    for r, info in RUNS.items()
-    for d in DATASETS
-    if info["model"] != "nnunet" or r in nnunet_runs(d)
-]
+def evaluated(run, dataset):
+    # nnU-Net only where it was trained (configurations it can plan); prompt-free methods on the
+    # datasets they were trained on (their classes); derived prompts where their source run is evaluated.
+    info = RUNS[run]
+    if info["model"] == "nnunet":
+        return run in nnunet_runs(dataset)
+    if info["adaptation"] == PROMPT_FREE:
+        return dataset in TRAIN_DATASETS
+    if info["protocol"] in DERIVED:
+        return evaluated(DERIVED[info["protocol"]]["from"], dataset)
+    return True
+
+
+# (run, dataset) pairs that are evaluated.
+EVAL_PARTS = [(r, d) for r in RUNS for d in DATASETS if evaluated(r, d)]
 # (run, dataset) pairs of the `clicks` protocol: also scored after every click (Dice vs clicks).
 CLICK_PARTS = [(r, d) for r, d in EVAL_PARTS if RUNS[r]["protocol"] == "clicks"]
 
@@ -135,10 +180,11 @@ def train_inputs(wildcards):
 def infer_inputs(wildcards):
     spec = CFG["methods"][wildcards.method]
     inputs = {
-        "prompts": L.prompts(wildcards.dataset, wildcards.protocol),
         "preprocessed": L.preprocessed_dir(wildcards.dataset),
         "split": L.dataset_splits(wildcards.dataset),
     }
+    if spec["adaptation"] != PROMPT_FREE:
+        inputs["prompts"] = L.prompts(wildcards.dataset, wildcards.protocol)
     if spec["adaptation"] != "none":
         inputs["checkpoint"] = L.checkpoint(wildcards.method)
     if adapts_encoder(wildcards.method):
@@ -182,4 +228,37 @@ def nnunet_train_inputs(wildcards):
     if wildcards.configuration == "3d_cascade_fullres":
         # its training cases' first-stage segmentations come from the 3d_lowres cross-validation
         inputs += nnunet_trained(wildcards.dataset, ["3d_lowres"])
+    return inputs
+
+
+# The prompted nnU-Net (workflow/rules/nnunet_prompted.smk).
+def nnunet_prompted_dataset_id(dataset):
+    # its own nnU-Net dataset id: the plain one + 100 (nnU-Net ids have three digits: - 100 above 899)
+    plain = nnunet_dataset_id(dataset)
+    return plain + 100 if plain + 100 <= 999 else plain - 100
+
+
+def nnunet_prompted_params(wildcards, *keys, **extra):
+    return P(
+        {
+            "dataset_id": nnunet_prompted_dataset_id(wildcards.dataset),
+            "prompted": True,
+            **{k: CFG["nnunet"][k] for k in keys},
+            **extra,
+        }
+    )
+
+
+def nnunet_prompted_trained(dataset, configurations):
+    return [
+        L.nnunet_prompted_train_done(dataset, c, f)
+        for c in configurations
+        for f in NNUNET_FOLDS
+    ]
+
+
+def nnunet_prompted_train_inputs(wildcards):
+    inputs = [L.nnunet_prompted_plan_done(wildcards.dataset)]
+    if wildcards.configuration == "3d_cascade_fullres":
+        inputs += nnunet_prompted_trained(wildcards.dataset, ["3d_lowres"])
     return inputs

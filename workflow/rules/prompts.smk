@@ -1,4 +1,5 @@
-# Prompts: simulated from the ground truth once per dataset and protocol, reused by every method.
+# Prompts: simulated from the ground truth once per dataset and protocol, reused by every method; derived
+# (automatic) protocols are made from their source run's predictions of the test cases.
 
 
 rule prompts:
@@ -8,11 +9,40 @@ rule prompts:
         L.prompts("{dataset}", "{protocol}"),
     log:
         L.log("prompts/{dataset}.{protocol}"),
+    wildcard_constraints:
+        protocol="|".join(PROTOCOLS),
     conda:
         ENV
     params:
         cli=SAMSTUDY,
         p=lambda w: P({"prompts": prompt_settings(w.protocol), "seed": CFG["seed"]}),
+    shell:
+        "{params.cli} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
+        " --params {params.p:q} > {log} 2>&1"
+
+
+rule derived_prompts:
+    input:
+        predictions=lambda w: L.prediction_dir(DERIVED[w.protocol]["from"], w.dataset),
+        preprocessed=L.preprocessed_dir("{dataset}"),
+        split=L.dataset_splits("{dataset}"),
+    output:
+        L.prompts("{dataset}", "{protocol}"),
+    log:
+        L.log("prompts/{dataset}.{protocol}"),
+    wildcard_constraints:
+        protocol="|".join(DERIVED) or "^$",
+    conda:
+        ENV
+    params:
+        cli=SAMSTUDY,
+        p=lambda w: P(
+            {
+                "derived": DERIVED[w.protocol],
+                "prompts": prompt_settings(DERIVED[w.protocol]["kind"]),
+                "seed": CFG["seed"],
+            }
+        ),
     shell:
         "{params.cli} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
         " --params {params.p:q} > {log} 2>&1"

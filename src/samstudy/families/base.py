@@ -50,6 +50,12 @@ class Family:
         """Decoder logits (N, 1, L, L) -> native scores (N, H, W); foreground where score > threshold."""
         raise NotImplementedError
 
+    def logits_to_native(self, low_res: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Decoder logits (N, C, L, L) -> logits (N, C, H, W) in the native slice: the geometry of
+        `postprocess` (its resizes and crop) without its score function (sigmoid), so that C channels
+        can compete in a softmax/argmax (the prompt-free method's classes)."""
+        raise NotImplementedError
+
     def mask_to_low_res(self, mask: np.ndarray, out_size: int) -> np.ndarray:
         """A native binary mask (H, W) -> the decoder's low-res frame (out_size square), float32 0/1:
         the training target, aligned with what `postprocess` inverts."""

@@ -107,6 +107,11 @@ class LiteMedSAM(Family):
         x = F.interpolate(low_res[..., :nh, :nw], size=hw, mode="bilinear", align_corners=False)
         return torch.sigmoid(x)[:, 0]
 
+    def logits_to_native(self, low_res: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        # postprocess's geometry (crop the padding, one bilinear resize to H x W) without the sigmoid.
+        nh, nw = self.resized_shape(hw)
+        return F.interpolate(low_res[..., :nh, :nw], size=hw, mode="bilinear", align_corners=False)
+
     def mask_to_low_res(self, mask: np.ndarray, out_size: int) -> np.ndarray:
         # The image's geometry (longest side to 256, pad bottom/right) with nearest-neighbour labels.
         import cv2

@@ -64,6 +64,11 @@ class MedSAM(Family):
         prob = torch.sigmoid(low_res)
         return F.interpolate(prob, size=hw, mode="bilinear", align_corners=False)[:, 0]
 
+    def logits_to_native(self, low_res: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        # postprocess's geometry (one bilinear resize of the whole stretched frame to H x W) applied to
+        # the logits: the official code applies the sigmoid first, which a softmax over classes cannot.
+        return F.interpolate(low_res, size=hw, mode="bilinear", align_corners=False)
+
     def mask_to_low_res(self, mask: np.ndarray, out_size: int) -> np.ndarray:
         # The same stretch as the image, nearest-neighbour.
         m = torch.from_numpy(mask.astype(np.float32))[None, None]

@@ -75,6 +75,12 @@ class SAM(Family):
         nh, nw = self.resized_shape(hw)
         return F.interpolate(x[..., :nh, :nw], hw, mode="bilinear", align_corners=False)[:, 0]
 
+    def logits_to_native(self, low_res: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        # Sam.postprocess_masks for every channel (SAM's scores are its logits: the same path).
+        x = F.interpolate(low_res, (SIZE, SIZE), mode="bilinear", align_corners=False)
+        nh, nw = self.resized_shape(hw)
+        return F.interpolate(x[..., :nh, :nw], hw, mode="bilinear", align_corners=False)
+
     def mask_to_low_res(self, mask: np.ndarray, out_size: int) -> np.ndarray:
         # The image's geometry (longest side to 1024, pad), nearest-neighbour, then down to the decoder's
         # low-res frame.
