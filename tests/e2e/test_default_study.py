@@ -1,4 +1,4 @@
-"""The default study, end to end, through snakemake for real (about 6-8 minutes on 2 cores)."""
+"""The default study, end to end, through snakemake for real (about 7-9 minutes on 2 cores)."""
 
 from __future__ import annotations
 
