@@ -192,9 +192,9 @@ def litemedsam_3d(sam, volume: np.ndarray, boxes3d, labels) -> np.ndarray:
     """LITE MedSAM_infer_npz_3D, L427-L514. volume uint8 (D,H,W); boxes3d (N,6)
     [x_min, y_min, z_min, x_max, y_max, z_max], both ends inclusive.
 
-    The per-object temp volume stores the object's label (the official stores idx=1..N, L478/L513; equal
-    when labels are 1..N). The stored value matters: the previous slice's mask is resized with INTER_AREA
-    (L471/L506) on its uint8 values, so which boundary pixels stay > 0 depends on that value.
+    The per-object temp volume stores the official idx = 1..N (L435, L478/L513): the stored value matters,
+    because the previous slice's mask is resized with INTER_AREA (L471/L506) on its uint8 values, so which
+    boundary pixels stay > 0 depends on it. The final volume gets the caller's label for box idx.
     Slice embeddings are cached within the call (the official recomputes them per object; same values).
     """
     img_3D = volume
@@ -214,7 +214,7 @@ def litemedsam_3d(sam, volume: np.ndarray, boxes3d, labels) -> np.ndarray:
             return get_bbox256(pre_seg256)  # bbox_shift=3
         return resize_box_to_256(mid_slice_bbox_2d, original_size=(H, W))  # empty -> the middle-slice box
 
-    for box3D, label in zip(np.asarray(boxes3d), labels, strict=True):  # LITE L435 (label replaces idx)
+    for idx, (box3D, label) in enumerate(zip(np.asarray(boxes3d), labels, strict=True), start=1):  # LITE L435
         segs_3d_temp = np.zeros_like(img_3D, dtype=np.uint8)  # LITE L436
         x_min, y_min, z_min, x_max, y_max, z_max = box3D  # LITE L437
         assert z_min < z_max, f"z_min should be smaller than z_max, but got {z_min=} and {z_max=}"  # LITE L438
@@ -231,7 +231,7 @@ def litemedsam_3d(sam, volume: np.ndarray, boxes3d, labels) -> np.ndarray:
             else:  # LITE L469-L476: box from the slice below (z-1)
                 box_256 = prev_box(segs_3d_temp[z - 1, :, :], mid_slice_bbox_2d, H, W)
             img_2d_seg = _lite_seg(sam, image_embedding, box_256, [new_H, new_W], [H, W])  # LITE L477
-            segs_3d_temp[z, img_2d_seg > 0] = label  # LITE L478
+            segs_3d_temp[z, img_2d_seg > 0] = idx  # LITE L478
 
         # middle-1 down to z_min (inclusive), LITE L482-L513
         z_min = max(-1, z_min - 1)  # LITE L482
@@ -240,8 +240,8 @@ def litemedsam_3d(sam, volume: np.ndarray, boxes3d, labels) -> np.ndarray:
             image_embedding, (new_H, new_W) = embed(z)
             box_256 = prev_box(segs_3d_temp[z + 1, :, :], mid_slice_bbox_2d, H, W)  # LITE L505-L511
             img_2d_seg = _lite_seg(sam, image_embedding, box_256, [new_H, new_W], [H, W])  # LITE L512
-            segs_3d_temp[z, img_2d_seg > 0] = label  # LITE L513
-        segs[segs_3d_temp > 0] = label  # LITE L514: later objects overwrite
+            segs_3d_temp[z, img_2d_seg > 0] = idx  # LITE L513
+        segs[segs_3d_temp > 0] = label  # LITE L514 (writes idx; the caller's label here): later objects overwrite
     return segs
 
 

@@ -82,4 +82,6 @@ def test_rgb_slices_keep_their_colour_in_the_model_input():
     assert np.array_equal(image_2d(rgb[0], "CT", {"level": 40, "width": 400}, [0.5, 99.5]), rgb[0])  # 8-bit: as is
     sixteen = np.linspace(0, 4000, 600).reshape(20, 30).astype(np.uint16)
     out = image_2d(sixteen, "other", {"level": 40, "width": 400}, [0.5, 99.5])
-    assert out.dtype == np.uint8 and out.max() == 255  # other types get the modality's rule
+    assert out.dtype == np.uint8 and out.max() == 255  # above 255: min-max (pre_grey_rgb.py)
+    small = np.arange(600).reshape(20, 30).astype(np.uint16) % 200  # 16-bit but within 0..255: kept
+    assert np.array_equal(image_2d(small, "other", {"level": 40, "width": 400}, [0.5, 99.5]), small.astype(np.uint8))

@@ -88,17 +88,16 @@ def _check_prompt_sources(cfg: dict[str, Any]) -> None:
     sources = set()
     if nn["enabled"]:
         sources |= {f"nnunet_{c}" for c in nn["configurations"]} | ({"nnunet_best"} if nn["select_best"] else set())
-    for method, spec in cfg["methods"].items():
-        if spec["adaptation"] != "promptfree":
-            sources |= {f"{method}.{p}" for p in cfg["prompts"]["protocols"]}
-        else:
-            sources.add(f"{method}.none")
+    # Only automatic runs may be sources: boxes from a ground-truth-prompted run's masks would carry the
+    # ground truth into an arm filed as automatic.
+    sources |= {f"{m}.none" for m, spec in cfg["methods"].items() if spec["adaptation"] == "promptfree"}
     for name, spec in derived.items():
         if name in ground_truth or name == "none":
             raise ConfigError(f"prompts.derived.{name}: the name is taken by a ground-truth protocol; choose another")
         if spec["from"] not in sources:
             raise ConfigError(
-                f"prompts.derived.{name}.from: '{spec['from']}' is not a run of this study; runs: {sorted(sources)}"
+                f"prompts.derived.{name}.from: '{spec['from']}' is not an automatic run of this study (prompts "
+                f"from a ground-truth-prompted run would leak the ground truth); automatic runs: {sorted(sources)}"
             )
     if nn["prompted"] and nn["enabled"] and "box" not in cfg["prompts"]["protocols"]:
         raise ConfigError(

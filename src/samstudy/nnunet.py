@@ -409,6 +409,7 @@ def train(
         "configuration": configuration,
         "fold": fold,
         "schedule": settings["schedule"],
+        "prompted": prompted,  # the prompted variant (label boxes as extra channels): its own run
         "converged": None,  # from nnU-Net's training curve once trained (curve_convergence)
     }
     if configuration not in plans["configurations"]:

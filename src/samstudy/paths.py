@@ -167,7 +167,8 @@ class Layout:
         return self._r("summary.json")
 
     def paired_tests(self) -> str:
-        """Each run against the dataset's nnU-Net baseline: paired tests on per-case Dice."""
+        """Within each comparison (automatic, oracle), each run against the comparison's baseline: paired
+        tests on per-case Dice."""
         return self._r("paired_tests.parquet")
 
     def dice_plot(self) -> str:

@@ -116,10 +116,17 @@ def image_2d(
     array: np.ndarray, modality: str, window: dict, percentiles: list[float], rule: str = "medsam"
 ) -> np.ndarray:
     """A 2D image (H, W) or (H, W, 3) -> uint8. 8-bit images (photographs, PNG/JPG exports) are display-
-    ready and kept as they are, colour included; others (16-bit, float) get the modality's rule."""
+    ready and kept as they are, colour included. Others: `medsam` as MedSAM's `pre_grey_rgb.py` prepares 2D
+    images (a maximum above 255: whole-image min-max to 0..255, truncating cast; else kept, cast to uint8;
+    negative values, which its cast would wrap, are min-maxed too); `fixed`: the modality's rule."""
     if array.dtype == np.uint8:
         return array
-    return intensity(array.astype(np.float32), modality, window, percentiles, rule)
+    if rule == "fixed":
+        return intensity(array.astype(np.float32), modality, window, percentiles, rule)
+    values = np.asarray(array, dtype=np.float64)
+    if values.max() > 255.0 or values.min() < 0.0:
+        return _minmax_uint8(values)
+    return values.astype(np.uint8)
 
 
 def preprocess_case(row, info: dict, params: dict) -> dict[str, np.ndarray]:

@@ -220,7 +220,7 @@ def summary_paragraph(summary: dict, tests: pd.DataFrame) -> str:
             if len(row):
                 row = row.iloc[0].to_dict()
                 text += f", {row['mean_diff']:+.3f} against {row['baseline']} ({row['baseline_dice']:.3f})"
-                if n >= MIN_CASES_FOR_INFERENCE and np.isfinite(row["p_adj"]):
+                if row["n_cases"] >= MIN_CASES_FOR_INFERENCE and np.isfinite(row["p_adj"]):
                     sure = "significant" if row["p_adj"] < 0.05 else "not significant"
                     text += f", {sure} (p_adj = {row['p_adj']:.3f})"
             elif len(mine):  # the best run is the comparison's baseline: every other arm scored below it
@@ -314,26 +314,30 @@ def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
     datasets = sorted(metrics["dataset"].unique())
     title = study_title(config["report"]["title"], datasets)
     notes = []
-    trained: dict[tuple[str, str], list[dict]] = {}
+    trained: dict[tuple[str, str, bool], list[dict]] = {}
     selections = []
     for stamp_path in nnunet_stamps:  # one per dataset, configuration and fold; one per model selection
         stamp = read_json(stamp_path)
         if "selected" in stamp:
             selections.append(stamp)
         else:
-            trained.setdefault((stamp["dataset"], stamp["configuration"]), []).append(stamp)
-    for (dataset, configuration), stamps in sorted(trained.items()):
-        folds = ", ".join(str(st["fold"]) for st in sorted(stamps, key=lambda st: st["fold"]))
+            key = (stamp["dataset"], stamp["configuration"], bool(stamp.get("prompted")))
+            trained.setdefault(key, []).append(stamp)
+    for (dataset, configuration, prompted), stamps in sorted(trained.items()):
+        stamps = sorted(stamps, key=lambda st: st["fold"])
+        name = f"nnU-Net {'prompted ' if prompted else ''}{configuration}"
+        folds = ", ".join(str(st["fold"]) for st in stamps)
         if not stamps[0].get("planned", True):
             notes.append(
-                f"nnU-Net {configuration} on {dataset}: <b>not planned by nnU-Net</b> for this dataset "
+                f"{name} on {dataset}: <b>not planned by nnU-Net</b> for this dataset "
                 "(it plans a low-resolution stage only for large images): nothing trained or scored."
             )
-        elif not stamps[0]["converged"]:
+            continue
+        for stamp in (st for st in stamps if not st["converged"]):  # every fold whose curve says so
             notes.append(
-                f"nnU-Net {configuration} on {dataset} (folds {folds}): <b>not converged</b>, "
-                f"{stamps[0].get('convergence', {}).get('evidence', 'no training curve recorded')} in fold "
-                f"{stamps[0]['fold']} ({stamps[0]['schedule']} schedule; train longer: nnunet.quick or "
+                f"{name} on {dataset} (folds {folds}): <b>not converged</b>, "
+                f"{stamp.get('convergence', {}).get('evidence', 'no training curve recorded')} in fold "
+                f"{stamp['fold']} ({stamp['schedule']} schedule; train longer: nnunet.quick or "
                 "nnunet.schedule: full)."
             )
     for best in selections:

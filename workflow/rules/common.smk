@@ -203,7 +203,8 @@ def infer_params(wildcards):
             "method": spec,
             "model": CFG["models"][spec["model"]],
             "device": CFG["embed"]["device"],
-            "infer": CFG["infer"],
+            # prompt-free methods take an argmax over classes: the overlap rule does not apply
+            **({} if spec["adaptation"] == PROMPT_FREE else {"infer": CFG["infer"]}),
         }
     )
 

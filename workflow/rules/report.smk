@@ -16,6 +16,11 @@ rule report:
             stamp
             for d in NNUNET_DATASETS
             for stamp in nnunet_trained(d, nnunet_configs(d))
+            + (
+                nnunet_prompted_trained(d, nnunet_configs(d))
+                if NNUNET_PROMPTED
+                else []
+            )
         ],
         nnunet_best=[
             L.nnunet_best_done(d)
