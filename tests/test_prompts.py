@@ -190,12 +190,14 @@ def test_a_derived_protocol_must_name_a_run_of_the_study(tmp_path):
     from samstudy.config import ConfigError
     from tests.conftest import study_config
 
-    derived = {"auto_box": {"from": "nnunet_3d_fullres"}}
-    with pytest.raises(ConfigError, match="not an automatic run of this study"):
-        study_config(tmp_path, prompts={"derived": derived}, embed={"slices": "all"})
     leak = {"leak": {"from": "zeroshot.box"}}  # a ground-truth-prompted run's masks carry the ground truth
     with pytest.raises(ConfigError, match="would leak the ground truth"):
         study_config(tmp_path, prompts={"derived": leak}, embed={"slices": "all"})
+    # a source the study does not make (another configuration, nnU-Net disabled) adds no run: no error,
+    # and no need to embed every slice
+    other = {"auto_box": {"from": "nnunet_3d_fullres"}}
+    study_config(tmp_path, prompts={"derived": other})
+    study_config(tmp_path, prompts={"derived": {"auto_box": {"from": "nnunet_2d"}}}, nnunet={"enabled": False})
     with pytest.raises(ConfigError, match="embed.slices: all"):
         study_config(tmp_path, prompts={"derived": {"auto_box": {"from": "nnunet_2d"}}})
     with pytest.raises(ConfigError, match="taken by a ground-truth protocol"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import yaml
 
 SCHEMA_NAME = "config.schema.yaml"
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -81,32 +83,37 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_prompt_sources(cfg: dict[str, Any]) -> None:
-    """Derived (automatic) protocols name a run the study makes; automatic arms need every slice embedded."""
+    """Derived (automatic) protocols take their prompts from an automatic run (nnU-Net, prompt-free SAM);
+    automatic arms need every slice embedded. A source this study does not make (nnU-Net disabled, or
+    another configuration) adds no run, with a warning: a config merged over the default study cannot
+    remove the default's `auto_box`."""
     derived = cfg["prompts"]["derived"]
-    ground_truth = schema()["properties"]["prompts"]["properties"]["protocols"]["items"]["enum"]
+    properties = schema()["properties"]
+    ground_truth = properties["prompts"]["properties"]["protocols"]["items"]["enum"]
     nn = cfg["nnunet"]
-    sources = set()
-    if nn["enabled"]:
-        sources |= {f"nnunet_{c}" for c in nn["configurations"]} | ({"nnunet_best"} if nn["select_best"] else set())
+    promptfree = [m for m, spec in cfg["methods"].items() if spec["adaptation"] == "promptfree"]
     # Only automatic runs may be sources: boxes from a ground-truth-prompted run's masks would carry the
     # ground truth into an arm filed as automatic.
-    sources |= {f"{m}.none" for m, spec in cfg["methods"].items() if spec["adaptation"] == "promptfree"}
+    configurations = properties["nnunet"]["properties"]["configurations"]["items"]["enum"]
+    possible = {f"nnunet_{c}" for c in configurations} | {"nnunet_best"} | {f"{m}.none" for m in promptfree}
+    made = {f"{m}.none" for m in promptfree}
+    if nn["enabled"]:
+        made |= {f"nnunet_{c}" for c in nn["configurations"]} | ({"nnunet_best"} if nn["select_best"] else set())
+    active = []
     for name, spec in derived.items():
         if name in ground_truth or name == "none":
             raise ConfigError(f"prompts.derived.{name}: the name is taken by a ground-truth protocol; choose another")
-        if spec["from"] not in sources:
+        if spec["from"] not in possible:
             raise ConfigError(
-                f"prompts.derived.{name}.from: '{spec['from']}' is not an automatic run of this study (prompts "
-                f"from a ground-truth-prompted run would leak the ground truth); automatic runs: {sorted(sources)}"
+                f"prompts.derived.{name}.from: '{spec['from']}' is not an automatic run (prompts from a "
+                f"ground-truth-prompted run would leak the ground truth); automatic runs: {sorted(possible)}"
             )
-    if nn["prompted"] and nn["enabled"] and "box" not in cfg["prompts"]["protocols"]:
-        raise ConfigError(
-            "nnunet.prompted: nnU-Net is given the boxes box-prompted SAM gets at test time: "
-            "prompts.protocols must include box"
-        )
-    promptfree = [m for m, spec in cfg["methods"].items() if spec["adaptation"] == "promptfree"]
-    if (derived or promptfree) and cfg["embed"]["slices"] != "all":
-        what = "prompts.derived" if derived else f"methods {promptfree} (promptfree)"
+        if spec["from"] in made:
+            active.append(name)
+        else:
+            log.warning("prompts.derived.%s: this study makes no run %s: it adds no run", name, spec["from"])
+    if (active or promptfree) and cfg["embed"]["slices"] != "all":
+        what = f"prompts.derived {active}" if active else f"methods {promptfree} (promptfree)"
         raise ConfigError(
             f"{what}: automatic arms need every slice embedded (embed.slices: all): selecting slices by the "
             "ground truth would tell them where the structures are"
