@@ -106,9 +106,8 @@ def evaluated(run, dataset):
         return run in nnunet_runs(dataset)
     if info["adaptation"] == PROMPT_FREE:
         return dataset in TRAIN_DATASETS
-    if (
-        info["protocol"] in DERIVED
-    ):  # where its source run is evaluated (no source run: nowhere)
+    # a derived protocol: where its source run is evaluated (no source run: nowhere)
+    if info["protocol"] in DERIVED:
         source = DERIVED[info["protocol"]]["from"]
         return source in RUNS and evaluated(source, dataset)
     return True
