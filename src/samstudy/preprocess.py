@@ -96,6 +96,12 @@ def to_slices(volume: np.ndarray, axis: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(volume, axis, 0))
 
 
+def label_slices(path: str, axis: int) -> np.ndarray:
+    """A label image on disk (a prediction, 2D or 3D) cut into slices as `preprocess_case` cuts its case."""
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    return array[None] if array.ndim == 2 else to_slices(array, axis)
+
+
 def from_slices(slices: np.ndarray, axis: int) -> np.ndarray:
     """Inverse of to_slices."""
     return np.ascontiguousarray(np.moveaxis(slices, 0, axis))

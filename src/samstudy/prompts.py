@@ -237,9 +237,7 @@ def derive_prompts(layout: Layout, dataset: str, protocol: str, spec: dict, sett
     slice where the source predicts it, or one 3D box per label, exactly as `case_prompts` makes them from
     the ground truth. A slice where the source predicts nothing gets no prompt (and is still scored).
     """
-    import SimpleITK as sitk
-
-    from samstudy.preprocess import to_slices
+    from samstudy.preprocess import label_slices
     from samstudy.splits import eval_cases
 
     kind = spec.get("kind", "box")
@@ -251,10 +249,9 @@ def derive_prompts(layout: Layout, dataset: str, protocol: str, spec: dict, sett
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: the source run {spec['from']} has no prediction of {dataset}/{case}")
         pre = load_preprocessed(layout, dataset, case)
-        predicted = sitk.GetArrayFromImage(sitk.ReadImage(path))
-        slices = predicted[None] if predicted.ndim == 2 else to_slices(predicted, int(pre["axis"]))
+        slices = label_slices(path, int(pre["axis"]))
         if slices.shape != pre["labels"].shape:
-            raise ValueError(f"{path}: shape {predicted.shape} does not fit {dataset}/{case}'s image")
+            raise ValueError(f"{path}: shape {slices.shape} (as slices) does not fit {dataset}/{case}'s image")
         cases[case] = case_prompts(slices.astype(np.uint8), kind, settings, case_rng(seed, dataset, case, protocol))
     result = {
         "dataset": dataset,

@@ -246,9 +246,8 @@ def _overlays(layout: Layout, metrics: pd.DataFrame) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import SimpleITK as sitk
 
-    from samstudy.preprocess import load_preprocessed, to_slices
+    from samstudy.preprocess import label_slices, load_preprocessed
 
     blocks = []
     for dataset, group in metrics.groupby("dataset", sort=True):
@@ -260,8 +259,7 @@ def _overlays(layout: Layout, metrics: pd.DataFrame) -> str:
         for run in sorted(group["run"].unique()):
             path = Path(layout.prediction(run, dataset, case))
             if path.is_file():
-                pred = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-                panels.append((run, (pred[None] if pred.ndim == 2 else to_slices(pred, axis))[s]))
+                panels.append((run, label_slices(str(path), axis)[s]))
         image = pre["slices"][s]
         fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.5), squeeze=False)
         for ax, (title, mask) in zip(axes[0], panels, strict=True):
