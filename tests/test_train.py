@@ -97,6 +97,14 @@ def test_same_seed_same_training_and_resume_after_interruption(study, tiny_model
     assert "resuming b from epoch 2" in caplog.text
     resumed = torch.load(layout.checkpoint("b"), weights_only=True)
     assert resumed["meta"]["val_dice"] == pytest.approx(reference["meta"]["val_dice"], abs=1e-6)
+    # the interrupted and resumed training ends with the uninterrupted one's weights, exactly
+    assert resumed["state"].keys() == reference["state"].keys()
+    assert all(torch.equal(resumed["state"][k], reference["state"][k]) for k in reference["state"])
+    # the same training again: the same checkpoint bytes (DVC stores it once; `dvc status` stays clean)
+    first = Path(layout.checkpoint("a")).read_bytes()
+    Path(layout.checkpoint("a")).unlink()
+    train_method(layout, "a", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
+    assert Path(layout.checkpoint("a")).read_bytes() == first
 
 
 @pytest.mark.parametrize(

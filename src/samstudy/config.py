@@ -198,6 +198,22 @@ def _check_dataset_entry(ds: dict[str, Any]) -> None:
                 raise ConfigError(f"{where}: synthetic.{key} applies to the ct3d phantom only")
 
 
+def check_paths(cfg: dict[str, Any]) -> None:
+    """The user's data exist: a dataset `path` (and a patient-id CSV) that is not there is a config error
+    before any job runs. Built-in datasets are written at their path, so theirs need not exist yet."""
+    for ds in cfg["datasets"]:
+        if ds["format"] == "synthetic" or ds.get("builtin"):
+            continue
+        where = f"datasets.{ds['name']}"
+        path = Path(ds["path"]).expanduser()
+        if not path.is_dir():
+            what = "is a file, not a dataset folder" if path.exists() else "does not exist"
+            raise ConfigError(f"{where}.path: {path} {what}")
+        csv = patient_csv(ds)
+        if csv and not Path(csv).is_file():
+            raise ConfigError(f"{where}.patient_id.csv: {csv} does not exist")
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
     with open(path) as fh:

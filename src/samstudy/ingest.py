@@ -15,8 +15,7 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from samstudy import config as samstudy_config
 from samstudy import synthetic
 from samstudy.io import read_json, write_json, write_parquet
 from samstudy.paths import Layout
+from samstudy.sources import READERS, CaseFiles, DatasetInfo, dataset_path, is_raster  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -60,127 +60,6 @@ class CaseError(ValueError):
         super().__init__(f"{file}: {reason}")
         self.file = str(file)
         self.reason = reason
-
-
-@dataclass
-class CaseFiles:
-    """One case as found on disk, before validation."""
-
-    case_id: str
-    images: list[str]
-    label: str | None
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class DatasetInfo:
-    """What a reader learns about a dataset: declared source labels (name -> value), channels."""
-
-    declared: dict[str, int]
-    channels: list[str]
-    file_ending: str = ".nii.gz"
-
-
-# ---------------------------------------------------------------- readers (one per `format`)
-
-
-def _read_nnunet(path: Path) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
-    meta_path = path / "dataset.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: nnU-Net raw dataset.json not found")
-    meta = read_json(meta_path)
-    ending = meta.get("file_ending", ".nii.gz")
-    channels = [meta["channel_names"][k] for k in sorted(meta.get("channel_names", {"0": "image"}), key=int)]
-    declared = {k: int(v) for k, v in meta["labels"].items() if not isinstance(v, list)}
-
-    def cases() -> Iterator[CaseFiles]:
-        suffix = f"_0000{ending}"
-        for first in sorted((path / "imagesTr").glob(f"*{suffix}")):
-            case_id = first.name[: -len(suffix)]
-            label = str(path / "labelsTr" / f"{case_id}{ending}")
-            if is_raster(ending):  # nnU-Net's natural 2D images: all channels (e.g. R, G, B) in one file
-                yield CaseFiles(case_id, [str(first)], label, {"ndim": 2})
-                continue
-            images = [str(path / "imagesTr" / f"{case_id}_{c:04d}{ending}") for c in range(len(channels))]
-            yield CaseFiles(case_id, images, label)
-
-    return DatasetInfo(declared, channels, ending), cases()
-
-
-def _read_msd(path: Path) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
-    meta_path = path / "dataset.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: Decathlon dataset.json not found")
-    meta = read_json(meta_path)
-    declared = {name: int(value) for value, name in meta["labels"].items()}
-    channels = [meta["modality"][k] for k in sorted(meta.get("modality", {"0": "image"}), key=int)]
-
-    def cases() -> Iterator[CaseFiles]:
-        for entry in meta["training"]:
-            image = (path / entry["image"]).resolve()
-            label = (path / entry["label"]).resolve()
-            case_id = image.name.split(".")[0]
-            yield CaseFiles(case_id, [str(image)], str(label), {"ndim": 4 if len(channels) > 1 else 3})
-
-    return DatasetInfo(declared, channels), cases()
-
-
-def _pattern_cases(path: Path, pattern: str) -> Iterator[tuple[str, Path]]:
-    """(case id, path) for every match of a pattern with a {case} placeholder, sorted."""
-    if "{case}" not in pattern:
-        raise ValueError(f"pattern {pattern!r} has no {{case}} placeholder")
-    head, tail = pattern.split("{case}", 1)
-    for match in sorted(path.glob(pattern.replace("{case}", "*"))):
-        rel = str(match.relative_to(path))
-        if rel.startswith(head) and rel.endswith(tail) and len(rel) > len(head) + len(tail):
-            yield rel[len(head) : len(rel) - len(tail)], match
-
-
-def _declared_from_config(ds: dict) -> dict[str, int]:
-    """Formats without a dataset.json declare their label values in the config's `labels`."""
-    declared = {"background": 0}
-    for name, value in (ds.get("labels") or {}).items():
-        for i, v in enumerate(value if isinstance(value, list) else [value]):
-            declared[name if i == 0 else f"{name}_{v}"] = int(v)
-    return declared
-
-
-def _read_pairs(path: Path, ds: dict) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
-    """`nifti`, `png` (files) and `dicom` (one series folder per case): images and labels matched by patterns."""
-    ndim = 2 if ds["format"] == "png" else 3
-
-    def cases() -> Iterator[CaseFiles]:
-        for case_id, image in _pattern_cases(path, ds["image_pattern"]):
-            label = path / ds["label_pattern"].replace("{case}", case_id)
-            yield CaseFiles(case_id, [str(image)], str(label) if label.exists() else None, {"ndim": ndim})
-
-    return DatasetInfo(_declared_from_config(ds), [ds["modality"]]), cases()
-
-
-def _read_synthetic(path: Path, ds: dict) -> tuple[DatasetInfo, Iterator[CaseFiles]]:
-    """The phantoms: `ct3d` is an nnU-Net raw dataset, `png2d` a folder of PNG images and masks."""
-    if synthetic.kind(ds) == "png2d":
-        info, cases = _read_pairs(path, {**ds, "format": "png", **synthetic.PNG_PATTERNS})
-        info.declared = dict(synthetic.PNG_LABELS)
-        return info, cases
-    return _read_nnunet(path)
-
-
-READERS = {
-    "nnunet": lambda path, ds: _read_nnunet(path),
-    "msd": lambda path, ds: _read_msd(path),
-    "synthetic": _read_synthetic,
-    "nifti": _read_pairs,
-    "dicom": _read_pairs,
-    "png": _read_pairs,
-}
-
-
-def dataset_path(layout: Layout, ds: dict) -> Path:
-    """Where a dataset lives; the built-in ones (phantoms, mni152) are written under results_dir/raw by default."""
-    if ds.get("path"):
-        return Path(ds["path"])
-    return Path(layout.raw_dir(ds["name"]))
 
 
 # ---------------------------------------------------------------- labels
@@ -279,14 +158,6 @@ def read_dicom_series(folder: str) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     return reader.Execute()
-
-
-RASTER_SUFFIXES = samstudy_config.RASTER_ENDINGS  # one list, in the light config module (the Snakefile imports it)
-
-
-def is_raster(path: str | Path) -> bool:
-    """A 2D raster file (PNG, JPG, TIFF, BMP): read with Pillow, spacing from the config."""
-    return str(path).lower().endswith(RASTER_SUFFIXES)
 
 
 def _open_raster(path: str, what: str):
@@ -628,7 +499,7 @@ def write_builtin(ds: dict, root: Path, seed: int) -> None:
 def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) -> pd.DataFrame:
     """Read, validate and record one dataset; writes the dataset's manifest rows, rejections and info."""
     name = ds["name"]
-    root = dataset_path(layout, ds).resolve()  # the manifest holds absolute paths: jobs run from anywhere
+    root = dataset_path(layout, ds).resolve()
     write_builtin(ds, root, seed)
     if ds["format"] not in READERS:
         raise NotImplementedError(f"dataset {name}: format '{ds['format']}' is not supported yet")
@@ -653,9 +524,14 @@ def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) ->
             log.error("rejected %s/%s: %s", name, files.case_id, err)
             if strict:
                 raise
-            rejected.append({"dataset": name, "case_id": files.case_id, "file": err.file, "reason": err.reason})
+            rejected.append(
+                {"dataset": name, "case_id": files.case_id, "file": layout.stored(err.file), "reason": err.reason}
+            )
             continue
         colour |= row.pop("_colour")
+        # files inside results_dir (the built-in datasets) relative to it: a moved results folder still works
+        row["images"] = [layout.stored(f) for f in row["images"]]
+        row["label"] = layout.stored(row["label"])
         rows.append({"dataset": name, "modality": ds["modality"], "role": ds["role"], **row})
     if not rows:
         raise ValueError(f"dataset {name}: no valid case found under {root}")
@@ -668,7 +544,7 @@ def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) ->
         {
             "dataset": name,
             "format": ds["format"],
-            "path": str(root),
+            "path": layout.stored(root),
             "modality": ds["modality"],
             "role": ds["role"],
             "labels": names,
@@ -698,11 +574,16 @@ def merge_manifests(layout: Layout, datasets: list[str]) -> pd.DataFrame:
 
 
 def load_dataset_table(layout: Layout, dataset: str) -> tuple[pd.DataFrame, dict]:
-    """A dataset's manifest rows and its info (labels, modality, ...)."""
+    """A dataset's manifest rows (image and label paths absolute: those stored relative to results_dir are
+    resolved against it) and its info (labels, modality, ...)."""
     info = read_json(layout.ingest_info(dataset))
     info["labels"] = {int(k): v for k, v in info["labels"].items()}
     info["label_sources"] = {int(k): v for k, v in info["label_sources"].items()}
-    return pd.read_parquet(layout.ingest_table(dataset)), info
+    info["path"] = layout.resolve(info["path"])
+    table = pd.read_parquet(layout.ingest_table(dataset))
+    table["images"] = [[layout.resolve(f) for f in files] for files in table["images"]]
+    table["label"] = [layout.resolve(f) for f in table["label"]]
+    return table, info
 
 
 def _options(info: dict) -> ReadOptions:

@@ -38,6 +38,24 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def torch_save(obj: Any, path: str | Path) -> None:
+    """`torch.save` with the same bytes for the same content: saved into a buffer (torch writes the file's
+    name into its zip records, and a temporary file has a random one), then written atomically."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
 def read_json(path: str | Path) -> Any:
     with open(path) as fh:
         return json.load(fh)

@@ -38,6 +38,22 @@ class Layout:
     def _r(self, *parts: str) -> str:
         return str(Path(self.results_dir, *parts))
 
+    # paths stored in results (manifest, ingest info): relative to results_dir when inside it
+    def stored(self, path: str | Path) -> str:
+        """How a path is written into a result file: relative to results_dir when it lies inside (a results
+        folder moved or pulled elsewhere still finds its files), else absolute as given."""
+        path = Path(path)
+        if not path.is_absolute():
+            return str(path)
+        try:
+            return str(path.relative_to(Path(self.results_dir).resolve()))
+        except ValueError:
+            return str(path)
+
+    def resolve(self, stored: str | Path) -> str:
+        """The absolute path of a stored one (see `stored`)."""
+        return str(Path(self.results_dir).resolve() / stored)
+
     # ingest
     def raw_dir(self, dataset: str) -> str:
         """Where a synthetic dataset is written (a standard nnU-Net v2 raw layout)."""

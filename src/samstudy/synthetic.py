@@ -110,16 +110,18 @@ def write_dataset(out_dir: str | Path, seed: int, settings: dict | None = None) 
         return write_png_dataset(out_dir, seed, s)
     out = Path(out_dir)
     direction = direction_matrix(s["rotation_deg"])
-    n_cases = 0
+    written = []
     for patient in range(s["n_patients"]):
         for scan in range(s["scans_per_patient"]):
             rng = np.random.default_rng([seed, patient, scan])
             image, label = phantom(rng, s["shape"], s["noise_hu"])
             origin = tuple(float(v) for v in rng.uniform(-200, -100, size=3))
             case = f"pat{patient:02d}_s{scan}"
-            _write(image, out / "imagesTr" / f"{case}_0000.nii.gz", s["spacing"], direction, origin)
-            _write(label, out / "labelsTr" / f"{case}.nii.gz", s["spacing"], direction, origin)
-            n_cases += 1
+            written += [out / "imagesTr" / f"{case}_0000.nii.gz", out / "labelsTr" / f"{case}.nii.gz"]
+            _write(image, written[-2], s["spacing"], direction, origin)
+            _write(label, written[-1], s["spacing"], direction, origin)
+    _remove_others(written, "*.nii.gz")
+    n_cases = len(written) // 2
     write_json(
         out / "dataset.json",
         {
@@ -171,12 +173,25 @@ def write_png_dataset(out_dir: str | Path, seed: int, settings: dict | None = No
 
     s = settings_of({**(settings or {}), "kind": "png2d"})
     out = Path(out_dir)
+    written = []
     for patient in range(s["n_patients"]):
         for scan in range(s["scans_per_patient"]):
             rng = np.random.default_rng([seed, patient, scan, 2])
             image, label = phantom2d(rng, s["shape"])
             case = f"pat{patient:02d}_s{scan}"
             for array, pattern in ((image, "image_pattern"), (label, "label_pattern")):
-                with atomic_path(out / PNG_PATTERNS[pattern].replace("{case}", case)) as tmp:
+                written.append(out / PNG_PATTERNS[pattern].replace("{case}", case))
+                with atomic_path(written[-1]) as tmp:
                     Image.fromarray(array).save(tmp, format="PNG")
+    _remove_others(written, "*.png")
     return out
+
+
+def _remove_others(written: list[Path], pattern: str) -> None:
+    """Remove the cases an earlier run wrote that these settings no longer generate (fewer patients):
+    the folders hold exactly the phantom of the current settings, so a stale case is never ingested."""
+    keep = set(written)
+    for folder in {p.parent for p in written}:
+        for stale in folder.glob(pattern):
+            if stale not in keep:
+                stale.unlink()

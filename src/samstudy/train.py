@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from samstudy import adapt
 from samstudy.embed import load_case_embeddings, resolve_precision, select_slices
-from samstudy.io import atomic_path, read_json, sha256_json
+from samstudy.io import atomic_path, read_json, sha256_json, torch_save
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
@@ -242,13 +242,18 @@ def _fit(
     adaptation = meta["adaptation"]
     run_id = meta["run_id"]
     last_path = Path(layout.model_dir(method)) / "last.pt"
-    start, best, curves, best_state = 0, -1.0, [], None
+    start, best, curves, best_state, stale = 0, -1.0, [], None, 0
     if last_path.is_file():  # resume after an interruption, only if it is the same training run
         last = torch.load(last_path, map_location="cpu", weights_only=True)
         if last["meta"]["run_id"] == run_id:
             model.sam.load_state_dict(last["state"], strict=False)
             opt.load_state_dict(last["optimizer"])
             start, best, curves, best_state = last["epoch"] + 1, last["best"], last["curves"], last["best_state"]
+            # the early-stopping count and torch's random state as they were: the same result as a run
+            # that was never interrupted
+            stale = last.get("stale", 0)
+            if "torch_rng" in last:
+                torch.set_rng_state(last["torch_rng"])
             log.info("resuming %s from epoch %d", method, start)
     batch_size = settings["batch_size"]
     if start == 0:
@@ -259,7 +264,7 @@ def _fit(
         curves.append({"epoch": 0, "train_loss": float("nan"), "val_dice": zero, "best_val_dice": shown})
         best_state = adapt.trained_state(model, adaptation)
         start = 1
-    patience, stale = settings.get("patience", 5), 0
+    patience = settings.get("patience", 5)
     for epoch in range(start, settings["epochs"] + 1):
         adapt.train_mode(model, adaptation)
         rng = case_rng(seed, method, str(epoch))
@@ -277,27 +282,27 @@ def _fit(
             stale += 1
         curves.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": score, "best_val_dice": best})
         log.info("%s epoch %d: loss %.4f val dice %.4f (best %.4f)", method, epoch, np.mean(losses), score, best)
-        with atomic_path(last_path) as tmp:
-            torch.save(
-                {
-                    "meta": meta,
-                    "state": adapt.trained_state(model, adaptation),
-                    "epoch": epoch,
-                    "optimizer": opt.state_dict(),
-                    "best": best,
-                    "curves": curves,
-                    "best_state": best_state,
-                },
-                tmp,
-            )
+        torch_save(
+            {
+                "meta": meta,
+                "state": adapt.trained_state(model, adaptation),
+                "epoch": epoch,
+                "optimizer": opt.state_dict(),
+                "best": best,
+                "curves": curves,
+                "best_state": best_state,
+                "stale": stale,
+                "torch_rng": torch.get_rng_state(),
+            },
+            last_path,
+        )
         if stale >= patience:
             log.info("%s: early stop at epoch %d", method, epoch)
             break
     first = 0 if untrained_eligible else min(1, curves[-1]["epoch"])
     best_epoch = max((c for c in curves if c["epoch"] >= first), key=lambda c: c["val_dice"])["epoch"]
     meta.update({"epoch": best_epoch, "val_dice": best})
-    with atomic_path(layout.checkpoint(method)) as tmp:
-        torch.save({"meta": meta, "state": best_state}, tmp)
+    torch_save({"meta": meta, "state": best_state}, layout.checkpoint(method))
     with atomic_path(layout.curves(method)) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CURVE_FIELDS)
         writer.writeheader()

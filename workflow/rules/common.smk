@@ -2,9 +2,12 @@
 import shlex
 
 from samstudy import config as samstudy_config
+from samstudy import sources
 from samstudy.paths import Layout, nnunet_prompted_run_name, nnunet_run_name, run_name
 
 CFG = samstudy_config.validate(config)
+# A dataset path that does not exist stops the study here, before any job runs.
+samstudy_config.check_paths(CFG)
 P = samstudy_config.as_param
 L = Layout(CFG["results_dir"], CFG["cache_dir"])
 DATASETS = {d["name"]: d for d in CFG["datasets"]}
@@ -126,18 +129,33 @@ def nnunet_dataset_id(dataset):
 # Input and params functions.
 
 
-def ingest_params(wildcards):
-    ds = DATASETS[wildcards.dataset]
-    # Only the synthetic phantom depends on the seed (it is generated from it).
-    return P(
-        {"dataset": ds, "seed": CFG["seed"] if ds["format"] == "synthetic" else None}
-    )
+RAW_FILES = {}
+
+
+def raw_files(dataset):
+    # Every file a user dataset's ingest reads (listed once per DAG; [] for the built-in datasets,
+    # which ingest writes from the config).
+    if dataset not in RAW_FILES:
+        RAW_FILES[dataset] = sources.dataset_files(DATASETS[dataset])
+    return RAW_FILES[dataset]
 
 
 def ingest_inputs(wildcards):
-    # The patient-id CSV (when the dataset uses one): editing it reruns ingest.
-    csv = samstudy_config.patient_csv(DATASETS[wildcards.dataset])
-    return {"patient_csv": csv} if csv else {}
+    # The raw files are inputs: an edited file (newer), an added or a removed one reruns the ingest.
+    return {"raw": raw_files(wildcards.dataset)}
+
+
+def ingest_params(wildcards):
+    ds = DATASETS[wildcards.dataset]
+    # Only the synthetic phantom depends on the seed (it is generated from it). `files`: the listing's
+    # sizes and times, so a file replaced by one with an older time (cp -p, rsync -t) reruns too.
+    return P(
+        {
+            "dataset": ds,
+            "seed": CFG["seed"] if ds["format"] == "synthetic" else None,
+            "files": sources.fingerprint(raw_files(wildcards.dataset)),
+        }
+    )
 
 
 def prompt_settings(protocol):
