@@ -69,6 +69,8 @@ setup
 case "$verb" in
   setup) ;;
   study)
+    # after a killed run: unlock and go on; while another run is active here: refuse (samstudy/lock.py)
+    python -m samstudy.lock "$@"
     snakemake --cores "${CORES:-all}" "$@"
     echo "Report: $(cd "$(results_dir "$@")" && pwd)/report/index.html"
     ;;

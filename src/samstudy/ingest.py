@@ -524,9 +524,8 @@ def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) ->
             log.error("rejected %s/%s: %s", name, files.case_id, err)
             if strict:
                 raise
-            rejected.append(
-                {"dataset": name, "case_id": files.case_id, "file": layout.stored(err.file), "reason": err.reason}
-            )
+            where = layout.stored(err.file) if Path(err.file).is_absolute() else err.file  # a file, or a case id
+            rejected.append({"dataset": name, "case_id": files.case_id, "file": where, "reason": err.reason})
             continue
         colour |= row.pop("_colour")
         # files inside results_dir (the built-in datasets) relative to it: a moved results folder still works

@@ -41,10 +41,8 @@ class Layout:
     # paths stored in results (manifest, ingest info): relative to results_dir when inside it
     def stored(self, path: str | Path) -> str:
         """How a path is written into a result file: relative to results_dir when it lies inside (a results
-        folder moved or pulled elsewhere still finds its files), else absolute as given."""
-        path = Path(path)
-        if not path.is_absolute():
-            return str(path)
+        folder moved or pulled elsewhere still finds its files), else absolute."""
+        path = Path(path).resolve()
         try:
             return str(path.relative_to(Path(self.results_dir).resolve()))
         except ValueError:
