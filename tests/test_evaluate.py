@@ -258,3 +258,65 @@ def test_paired_tests_within_the_automatic_and_the_oracle_comparison():
     assert baseline_run(["a.box", "nnunet_3d_fullres", "nnunet_2d", "nnunet_best"]) == "nnunet_best"
     assert baseline_run(["a.box", "nnunet_3d_fullres", "nnunet_2d"]) == "nnunet_2d"
     assert baseline_run(["a.box"]) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nsd_and_hd95_are_monais_numbers_bit_for_bit(seed):
+    """binary_metrics computes NSD and HD95 without torch; the numbers are MONAI's own, exactly (2D and
+    3D, anisotropic spacing, shifted, noisy and unrelated masks, ties in the distances)."""
+    monai_metrics = pytest.importorskip("monai.metrics")
+    import torch
+
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(60):
+        ndim = 3 if rng.random() < 0.7 else 2
+        shape = tuple(int(n) for n in rng.integers(3, 30, size=ndim))
+        gt = ndimage.gaussian_filter(rng.normal(size=shape), rng.uniform(0.5, 3)) > rng.uniform(-0.1, 0.2)
+        kind = rng.integers(3)
+        if kind == 0:
+            pred = ndimage.binary_dilation(gt) ^ (rng.random(shape) < 0.05)
+        elif kind == 1:
+            pred = rng.random(shape) < rng.uniform(0.01, 0.5)
+        else:
+            pred = np.roll(gt, int(rng.integers(-3, 4)), axis=0)
+        if not pred.any() or not gt.any():
+            continue
+        spacing = [float(s) for s in rng.uniform(0.3, 4, size=ndim)] if rng.random() < 0.8 else [1.0] * ndim
+        tol = float(rng.choice([0.5, 1.0, 2.0, rng.uniform(0, 5)]))
+        p, g = (torch.from_numpy(m)[None, None].float() for m in (pred, gt))
+        nsd = monai_metrics.compute_surface_dice(p, g, [tol], include_background=True, spacing=spacing)[0, 0]
+        hd95 = monai_metrics.compute_hausdorff_distance(p, g, include_background=True, percentile=95, spacing=spacing)
+        m = binary_metrics(pred, gt, tuple(spacing), tol)
+        assert (m["nsd"], m["hd95"]) == (float(nsd), float(hd95[0, 0])), (shape, spacing, tol)
+
+
+def test_evaluate_scores_the_same_rows_in_the_same_order_with_one_or_two_processes(study):
+    import SimpleITK as sitk
+
+    from samstudy.evaluate import evaluate_run
+    from samstudy.infer import write_prediction
+    from samstudy.ingest import load_dataset_table
+    from samstudy.preprocess import load_preprocessed
+    from samstudy.splits import eval_cases
+
+    cfg, layout = study
+    table, _ = load_dataset_table(layout, "phantom")
+    rows = table.set_index("case_id")
+    cases = eval_cases(layout, "phantom")
+    assert len(cases) >= 2
+    for i, case in enumerate(cases):  # the ground truth, eroded differently per case: imperfect scores
+        pre = load_preprocessed(layout, "phantom", case)
+        labels = pre["labels"].copy()
+        labels[ndimage.binary_erosion(labels > 0, iterations=i + 1) == 0] = 0
+        write_prediction(layout.prediction("x", "phantom", case), labels, int(pre["axis"]), rows.loc[case, "images"][0])
+    info = {"method": "x", "model": "none", "adaptation": "none", "protocol": "none", "prompted": False}
+    one = evaluate_run(layout, "phantom", "x", info, cfg["evaluate"], threads=1)
+    two = evaluate_run(layout, "phantom", "x", info, cfg["evaluate"], threads=2)
+    assert one["dice"].between(0, 0.999).any() and one["case_id"].nunique() == len(cases)
+    assert one.equals(two)
+    assert list(two["case_id"].drop_duplicates()) == list(cases)
+    bad = sitk.ReadImage(layout.prediction("x", "phantom", cases[-1]))
+    bad.SetSpacing((9.0, 9.0, 9.0))
+    sitk.WriteImage(bad, layout.prediction("x", "phantom", cases[-1]))
+    with pytest.raises(ValueError, match="spacing"):  # a worker's error reaches the job
+        evaluate_run(layout, "phantom", "x", info, cfg["evaluate"], threads=2)

@@ -106,13 +106,13 @@ def _nnunet(a, p, layout):
 def _evaluate(a, p, layout):
     from samstudy.evaluate import evaluate_run
 
-    evaluate_run(layout, a.dataset, a.run, p["run_info"], p["evaluate"])
+    evaluate_run(layout, a.dataset, a.run, p["run_info"], p["evaluate"], a.threads)
 
 
 def _evaluate_clicks(a, p, layout):
     from samstudy.evaluate import evaluate_clicks
 
-    evaluate_clicks(layout, a.dataset, a.run, p["run_info"], p["evaluate"])
+    evaluate_clicks(layout, a.dataset, a.run, p["run_info"], p["evaluate"], a.threads)
 
 
 def _summarize(a, p, layout):
@@ -152,11 +152,33 @@ VERBS = {
         " (params prompted: true = prompted nnU-Net, the label boxes as extra channels)",
         ["step", "dataset", "configuration", "fold"],
     ),
-    "evaluate": (_evaluate, "score one run on one dataset", ["dataset", "run"]),
-    "evaluate_clicks": (_evaluate_clicks, "score a clicks run after every click (Dice vs clicks)", ["dataset", "run"]),
+    "evaluate": (_evaluate, "score one run on one dataset", ["dataset", "run", "threads"]),
+    "evaluate_clicks": (
+        _evaluate_clicks,
+        "score a clicks run after every click (Dice vs clicks)",
+        ["dataset", "run", "threads"],
+    ),
     "summarize": (_summarize, "merge metrics into metrics.parquet and summary.json", []),
     "report": (_report, "write report/index.html", []),
 }
+
+
+# Verbs whose jobs run on a CPU and never need torch (nor MONAI): they import neither, so a job pays
+# about half a second of imports, not several (tests/test_imports.py, benchmarks/jobs.py). Of `nnunet`,
+# only the export step (plan, train and predict run nnU-Net, which is built on torch).
+TORCH_FREE_VERBS = (
+    "ingest",
+    "manifest",
+    "split",
+    "splits",
+    "preprocess",
+    "prompts",
+    "evaluate",
+    "evaluate_clicks",
+    "summarize",
+    "report",
+    "nnunet export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         for arg in args:
             if arg == "step":
                 p.add_argument("step", choices=["export", "plan", "train", "predict", "select", "predict_best"])
+            elif arg == "threads":  # the job's cores (Snakemake's {threads}): not a param, no rerun
+                p.add_argument("--threads", type=int, default=1, help="cases scored at a time (worker processes)")
             else:
                 p.add_argument(f"--{arg}", required=arg not in ("configuration", "fold"))
     return parser

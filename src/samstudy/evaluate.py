@@ -1,8 +1,10 @@
 """Evaluate: one metric implementation for every method (SAM runs and nnU-Net alike).
 
 Dice, NSD at a tolerance in mm and HD95 in mm, per label per case, in physical spacing, on the whole 3D
-volume, so slices without ground truth count. Distances come from MONAI (maintained; cross-checked in
-the tests against MedPy and an independent SciPy implementation).
+volume, so slices without ground truth count. Surfaces and distances are computed as MONAI 1.6's
+`compute_surface_dice` / `compute_hausdorff_distance(percentile=95)` compute them, with NumPy and SciPy
+only (no torch import in an evaluate job); the tests hold them bit for bit against MONAI and
+cross-check them against MedPy and an independent SciPy implementation.
 
 Rules for empty masks (per label and case):
 - ground truth and prediction both empty: dice = 1, nsd = 1, hd95 = 0 (a correct "absent").
@@ -13,12 +15,12 @@ Rules for empty masks (per label and case):
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
-import torch
 from tqdm import tqdm
 
 from samstudy.ingest import load_dataset_table, read_case
@@ -52,8 +54,6 @@ CLICK_COLUMNS = [*METRIC_COLUMNS[:11], "clicks", *METRIC_COLUMNS[11:]]
 
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx, tolerance_mm: float) -> dict[str, float]:
     """Dice, NSD@tolerance and HD95 (mm) of two binary arrays with the given voxel spacing."""
-    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
-
     pred, gt = pred.astype(bool), gt.astype(bool)
     n_pred, n_gt = int(pred.sum()), int(gt.sum())
     if n_pred == 0 and n_gt == 0:
@@ -62,12 +62,64 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx, tolerance_mm: 
         diagonal = float(np.linalg.norm(np.array(gt.shape) * np.asarray(spacing_zyx)))
         return {"dice": 0.0, "nsd": 0.0, "hd95": diagonal}
     dice = 2.0 * float(np.logical_and(pred, gt).sum()) / (n_pred + n_gt)
-    p = torch.from_numpy(pred)[None, None].float()
-    g = torch.from_numpy(gt)[None, None].float()
-    spacing = [float(s) for s in spacing_zyx]
-    nsd = float(compute_surface_dice(p, g, [tolerance_mm], include_background=True, spacing=spacing)[0, 0])
-    hd95 = float(compute_hausdorff_distance(p, g, include_background=True, percentile=95, spacing=spacing)[0, 0])
+    pred_to_gt, gt_to_pred = surface_distances(pred, gt, spacing_zyx)
+    # NSD: the share of both surfaces within the tolerance, in float32 as MONAI returns it
+    tolerance = np.float32(tolerance_mm)
+    within = int((pred_to_gt <= tolerance).sum() + (gt_to_pred <= tolerance).sum())
+    nsd = float(np.float32(within) / np.float32(pred_to_gt.size + gt_to_pred.size))
+    # HD95: the larger of the two directed 95th percentiles
+    hd95 = float(max(_percentile_95(pred_to_gt), _percentile_95(gt_to_pred)))
     return {"dice": dice, "nsd": nsd, "hd95": hd95}
+
+
+def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm, float32) from each surface voxel of `pred` to the nearest surface voxel of `gt`, and
+    back. As MONAI: both masks cropped to their union's bounding box plus one voxel, a surface voxel is a
+    mask voxel that scipy's `binary_erosion` removes, nearest neighbours from a KD-tree (leafsize 32) over
+    coordinates scaled by the spacing, taken in the cropped frame (the same floating-point values)."""
+    from scipy import ndimage
+    from scipy.spatial import KDTree
+
+    union = pred | gt
+    box = []
+    for axis in range(union.ndim):
+        present = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    surfaces = []
+    for mask in (pred, gt):
+        cropped = np.pad(mask[tuple(box)], 1)  # the one-voxel margin, outside the image too
+        surfaces.append(ndimage.binary_erosion(cropped) ^ cropped)
+    scale = np.asarray(spacing, dtype=np.float64)
+    coords = [np.argwhere(s).astype(np.float64) * scale for s in surfaces]
+    pred_to_gt = KDTree(coords[1], leafsize=32).query(coords[0], k=1)[0].astype(np.float32)
+    gt_to_pred = KDTree(coords[0], leafsize=32).query(coords[1], k=1)[0].astype(np.float32)
+    return pred_to_gt, gt_to_pred
+
+
+def _percentile_95(distances: np.ndarray) -> np.float32:
+    """The 95th percentile of float32 distances exactly as `torch.quantile(d, 0.95)` gives it on the CPU
+    (what MONAI's HD95 calls): rank q * (n - 1) with q rounded to float32, then torch's lerp in float32
+    with a fused multiply-add (low weights from the value below, high weights from the value above)."""
+    ordered = np.sort(distances)
+    rank = float(np.float32(0.95)) * (ordered.size - 1)
+    below, above = ordered[int(rank)], ordered[int(np.ceil(rank))]
+    weight = np.float32(rank - int(rank))
+    step = np.float32(above - below)
+    if weight < 0.5:
+        exact = Fraction(float(below)) + Fraction(float(weight)) * Fraction(float(step))
+    else:
+        exact = Fraction(float(above)) - Fraction(float(step)) * Fraction(float(np.float32(1) - weight))
+    return _round_to_float32(exact)
+
+
+def _round_to_float32(exact: Fraction) -> np.float32:
+    """The float32 nearest to an exact rational (ties to even): one rounding, as a fused multiply-add."""
+    guess = np.float32(float(exact))
+    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
+    errors = [abs(Fraction(float(c)) - exact) for c in candidates]
+    best = min(errors)
+    ties = [c for c, e in zip(candidates, errors, strict=True) if e == best]
+    return min(ties, key=lambda c: int(c.view(np.uint32)) & 1)  # the even mantissa of a tie
 
 
 def _same_geometry(pred: sitk.Image, ref: sitk.Image) -> str | None:
@@ -136,48 +188,85 @@ def score_case(
     return rows
 
 
-def evaluate_run(layout: Layout, dataset: str, run: str, run_info: dict, settings: dict) -> pd.DataFrame:
-    """Score every evaluation case of one run on one dataset; writes metrics/<run>/<dataset>.parquet."""
+def evaluate_run(
+    layout: Layout, dataset: str, run: str, run_info: dict, settings: dict, threads: int = 1
+) -> pd.DataFrame:
+    """Score every evaluation case of one run on one dataset; writes metrics/<run>/<dataset>.parquet.
+    `threads` cases are scored at a time, in worker processes; the rows are the same in any case."""
     table, info = load_dataset_table(layout, dataset)
     rows = table.set_index("case_id")
     tolerances = nsd_tolerances(settings["nsd_tolerance_mm"], info["labels"])
-    out = []
     cases = eval_cases(layout, dataset)
     not_planned = layout.prediction_not_planned(run, dataset)
     if Path(not_planned).is_file():  # an nnU-Net configuration nnU-Net did not plan for this dataset
         log.warning("%s/%s: %s", run, dataset, read_json(not_planned)["reason"])
         cases = []
-    for case in tqdm(cases, desc=f"evaluate {run}/{dataset}", unit="case"):
-        image, gt = read_case(rows.loc[case].to_dict(), info)
-        path = layout.prediction(run, dataset, case)
-        for row in score_case(sitk.ReadImage(path), image, gt, info["labels"], tolerances, path):
+    jobs = [(rows.loc[c].to_dict(), info, tolerances, [(None, layout.prediction(run, dataset, c))]) for c in cases]
+    out = []
+    for case, scored in zip(cases, _score_cases(jobs, threads, f"evaluate {run}/{dataset}"), strict=True):
+        for _, row in scored:
             out.append({"dataset": dataset, "case_id": case, "run": run, **run_info, **row})
     frame = pd.DataFrame(out, columns=METRIC_COLUMNS)
     write_parquet(layout.run_metrics(run, dataset), frame)
     return frame
 
 
-def evaluate_clicks(layout: Layout, dataset: str, run: str, run_info: dict, settings: dict) -> pd.DataFrame:
+def evaluate_clicks(
+    layout: Layout, dataset: str, run: str, run_info: dict, settings: dict, threads: int = 1
+) -> pd.DataFrame:
     """Score a `clicks` run's volume after every click (0 = the starting prompt) of every evaluation case,
     with the same code, spacing and rules as `evaluate_run`; writes metrics/<run>/<dataset>.clicks.parquet."""
     table, info = load_dataset_table(layout, dataset)
     rows = table.set_index("case_id")
     tolerances = nsd_tolerances(settings["nsd_tolerance_mm"], info["labels"])
-    out = []
-    for case in tqdm(eval_cases(layout, dataset), desc=f"evaluate clicks {run}/{dataset}", unit="case"):
-        image, gt = read_case(rows.loc[case].to_dict(), info)
+    cases = eval_cases(layout, dataset)
+    jobs = []
+    for case in cases:
         record_path = layout.prompt_record(run, dataset, case)
         try:
             record = read_json(record_path)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{record_path}: no click record; was run {run} predicted with clicks?") from err
-        for clicks in range(record["rounds"] + 1):
-            path = layout.click_prediction(run, dataset, case, clicks)
-            for row in score_case(sitk.ReadImage(path), image, gt, info["labels"], tolerances, path):
-                out.append({"dataset": dataset, "case_id": case, "run": run, **run_info, "clicks": clicks, **row})
+        paths = [(k, layout.click_prediction(run, dataset, case, k)) for k in range(record["rounds"] + 1)]
+        jobs.append((rows.loc[case].to_dict(), info, tolerances, paths))
+    out = []
+    for case, scored in zip(cases, _score_cases(jobs, threads, f"evaluate clicks {run}/{dataset}"), strict=True):
+        for clicks, row in scored:
+            out.append({"dataset": dataset, "case_id": case, "run": run, **run_info, "clicks": clicks, **row})
     frame = pd.DataFrame(out, columns=CLICK_COLUMNS)
     write_parquet(layout.run_click_metrics(run, dataset), frame)
     return frame
+
+
+def _score_cases(jobs: list[tuple], threads: int, desc: str) -> list[list[tuple]]:
+    """`_score_one` of every job, in order: in this process, or in `threads` worker processes (spawned:
+    a fresh interpreter, not a fork of a parent that may hold library thread pools)."""
+    workers = max(1, min(int(threads), len(jobs)))
+    if workers == 1:
+        return [_score_one(job) for job in tqdm(jobs, desc=desc, unit="case")]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread_each) as pool:
+        return list(tqdm(pool.map(_score_one, jobs), total=len(jobs), desc=desc, unit="case"))
+
+
+def _one_thread_each() -> None:
+    """Worker processes share the job's cores: one ITK thread each."""
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _score_one(job: tuple) -> list[tuple]:
+    """(key, metrics row) of every prediction of one case: job = (manifest row, dataset info, tolerances,
+    [(key, prediction path), ...]); the case is read once."""
+    row, info, tolerances, predictions = job
+    image, gt = read_case(row, info)
+    return [
+        (key, scored)
+        for key, path in predictions
+        for scored in score_case(sitk.ReadImage(path), image, gt, info["labels"], tolerances, path)
+    ]
 
 
 def bootstrap_ci(values: np.ndarray, seed: int, n: int = 1000, alpha: float = 0.05) -> tuple[float, float]:

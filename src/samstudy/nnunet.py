@@ -31,7 +31,6 @@ import SimpleITK as sitk
 
 from samstudy.ingest import is_raster, load_dataset_table, read_case, read_image
 from samstudy.io import atomic_path, read_json, sha256_json, write_json
-from samstudy.models import resolve_device
 from samstudy.paths import Layout, nnunet_prompted_run_name, nnunet_run_name
 from samstudy.preprocess import from_slices, load_preprocessed
 from samstudy.prompts import case_rng, jitter_box, load_prompts, tight_box
@@ -420,6 +419,8 @@ def train(
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+    from samstudy.models import resolve_device  # imports torch: only the jobs that train or predict
+
     torch.manual_seed(seed)
     np.random.seed(seed)
     if torch.get_num_threads() > 2 and resolve_device(settings["device"]).type == "cpu":
@@ -497,6 +498,8 @@ def _predict_configuration(
     first predicts its 3d_lowres stage, whose segmentations it takes as input."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from samstudy.models import resolve_device
 
     previous = None
     if configuration == "3d_cascade_fullres":

@@ -1,5 +1,6 @@
 # Evaluate every run with the same metric code (clicks runs also after every click); merge into
-# metrics.parquet, dice_vs_clicks.parquet and summary.json.
+# metrics.parquet, dice_vs_clicks.parquet and summary.json. An evaluate job scores its cases in up to
+# `threads` processes (Snakemake lowers it to --cores; on Slurm it is the job's cpus_per_task).
 
 
 rule evaluate:
@@ -15,11 +16,13 @@ rule evaluate:
         L.benchmark("evaluate.{run}.{dataset}")
     conda:
         ENV
+    threads: 4
     params:
         cli=SAMSTUDY,
         p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
     shell:
-        "{params.cli} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --threads {threads}"
+        " --params {params.p:q} > {log} 2>&1"
 
 
 rule evaluate_clicks:
@@ -35,11 +38,12 @@ rule evaluate_clicks:
         L.benchmark("evaluate_clicks.{run}.{dataset}")
     conda:
         ENV
+    threads: 4
     params:
         cli=SAMSTUDY,
         p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
     shell:
-        "{params.cli} evaluate_clicks --dataset {wildcards.dataset} --run {wildcards.run}"
+        "{params.cli} evaluate_clicks --dataset {wildcards.dataset} --run {wildcards.run} --threads {threads}"
         " --params {params.p:q} > {log} 2>&1"
 
 
