@@ -75,9 +75,9 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx, tolerance_mm: 
 def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm, float32) from each surface voxel of `pred` to the nearest surface voxel of `gt`, and
     back. As MONAI: both masks cropped to their union's bounding box plus one voxel, a surface voxel is a
-    mask voxel that scipy's `binary_erosion` removes, nearest neighbours from a KD-tree (leafsize 32) over
-    coordinates scaled by the spacing, taken in the cropped frame (the same floating-point values)."""
-    from scipy import ndimage
+    mask voxel that a binary erosion (scipy's default: face neighbours, zero border) removes, nearest
+    neighbours from a KD-tree (leafsize 32) over coordinates scaled by the spacing, taken in the cropped
+    frame (the same floating-point values)."""
     from scipy.spatial import KDTree
 
     union = pred | gt
@@ -88,12 +88,27 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[np.nda
     surfaces = []
     for mask in (pred, gt):
         cropped = np.pad(mask[tuple(box)], 1)  # the one-voxel margin, outside the image too
-        surfaces.append(ndimage.binary_erosion(cropped) ^ cropped)
+        surfaces.append(cropped & ~_eroded(cropped))
     scale = np.asarray(spacing, dtype=np.float64)
     coords = [np.argwhere(s).astype(np.float64) * scale for s in surfaces]
     pred_to_gt = KDTree(coords[1], leafsize=32).query(coords[0], k=1)[0].astype(np.float32)
     gt_to_pred = KDTree(coords[0], leafsize=32).query(coords[1], k=1)[0].astype(np.float32)
     return pred_to_gt, gt_to_pred
+
+
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    """`scipy.ndimage.binary_erosion(mask)` of a mask whose outer layer is empty: a voxel stays if it and its
+    2 * ndim face neighbours are set (NumPy only: scipy.ndimage costs a job ~0.2 s to import)."""
+    inner = tuple(slice(1, -1) for _ in range(mask.ndim))
+    kept = mask[inner].copy()
+    for axis in range(mask.ndim):
+        for step in (-1, 1):
+            shifted = list(inner)
+            shifted[axis] = slice(1 + step, mask.shape[axis] - 1 + step)
+            kept &= mask[tuple(shifted)]
+    out = np.zeros_like(mask)
+    out[inner] = kept
+    return out
 
 
 def _percentile_95(distances: np.ndarray) -> np.float32:
