@@ -32,3 +32,24 @@ def phantom_config(root: Path, model: str, n_patients: int, shape: list[int], **
             **sections,
         }
     )
+
+
+def spread(values: list[float]) -> dict:
+    """Median and spread of repeated measurements: {median, min, max, rel_spread = (max - min) / median,
+    values}. Benchmarks comparing setups measure them interleaved (A B A B ..., every setup once per
+    round), so a load change on this shared machine lands on every setup, not on one."""
+    import statistics
+
+    med = statistics.median(values)
+    return {
+        "median": med,
+        "min": min(values),
+        "max": max(values),
+        "rel_spread": (max(values) - min(values)) / med if med else None,
+        "values": list(values),
+    }
+
+
+def fmt(stat: dict, digits: int = 2) -> str:
+    """'median [min, max]' of a `spread` result."""
+    return f"{stat['median']:.{digits}f} [{stat['min']:.{digits}f}, {stat['max']:.{digits}f}]"
