@@ -290,28 +290,49 @@ def test_nsd_and_hd95_are_monais_numbers_bit_for_bit(seed):
         assert (m["nsd"], m["hd95"]) == (float(nsd), float(hd95[0, 0])), (shape, spacing, tol)
 
 
-def test_evaluate_scores_the_same_rows_in_the_same_order_with_one_or_two_processes(study):
+def test_evaluate_scores_the_same_rows_in_the_same_order_with_one_or_two_processes(tmp_path, monkeypatch):
+    import concurrent.futures
+
     import SimpleITK as sitk
 
+    from samstudy import evaluate
     from samstudy.evaluate import evaluate_run
     from samstudy.infer import write_prediction
-    from samstudy.ingest import load_dataset_table
-    from samstudy.preprocess import load_preprocessed
-    from samstudy.splits import eval_cases
+    from samstudy.ingest import ingest_dataset, load_dataset_table
+    from samstudy.paths import Layout
+    from samstudy.preprocess import load_preprocessed, preprocess_dataset
+    from samstudy.splits import eval_cases, write_dataset_split
+    from tests.conftest import study_config
 
-    cfg, layout = study
-    table, _ = load_dataset_table(layout, "phantom")
-    rows = table.set_index("case_id")
+    cfg = study_config(tmp_path, splits={"test_fraction": 0.5, "val_fraction": 0.5})
+    layout, ds = Layout(cfg["results_dir"], cfg["cache_dir"]), cfg["datasets"][0]
+    ingest_dataset(ds, layout, cfg["seed"])
+    write_dataset_split(layout, "phantom", ds["role"], cfg["seed"], cfg["splits"])
+    preprocess_dataset(layout, ds, cfg["preprocess"])
+    rows = load_dataset_table(layout, "phantom")[0].set_index("case_id")
     cases = eval_cases(layout, "phantom")
-    assert len(cases) >= 2
+    assert len(cases) >= 3  # one scored in the job's process, the others by two workers
     for i, case in enumerate(cases):  # the ground truth, eroded differently per case: imperfect scores
         pre = load_preprocessed(layout, "phantom", case)
         labels = pre["labels"].copy()
-        labels[ndimage.binary_erosion(labels > 0, iterations=i + 1) == 0] = 0
+        labels[ndimage.binary_erosion(labels > 0, iterations=i % 2 + 1) == 0] = 0
         write_prediction(layout.prediction("x", "phantom", case), labels, int(pre["axis"]), rows.loc[case, "images"][0])
     info = {"method": "x", "model": "none", "adaptation": "none", "protocol": "none", "prompted": False}
     one = evaluate_run(layout, "phantom", "x", info, cfg["evaluate"], threads=1)
+
+    pools = []
+
+    class CountedPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, workers, **kwargs):
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountedPool)
     two = evaluate_run(layout, "phantom", "x", info, cfg["evaluate"], threads=2)
+    assert pools == []  # these small cases score faster here than a worker starts
+    monkeypatch.setattr(evaluate, "WORKER_START_S", 0.0)
+    two = evaluate_run(layout, "phantom", "x", info, cfg["evaluate"], threads=2)
+    assert pools == [2]
     assert one["dice"].between(0, 0.999).any() and one["case_id"].nunique() == len(cases)
     assert one.equals(two)
     assert list(two["case_id"].drop_duplicates()) == list(cases)

@@ -15,6 +15,7 @@ Rules for empty masks (per label and case):
 from __future__ import annotations
 
 import logging
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -253,18 +254,32 @@ def evaluate_clicks(
     return frame
 
 
+# What starting a worker process costs (a fresh interpreter importing this module, ~0.5-1 s on 2 cores):
+# cases go to workers only when scoring the rest here would take longer than that.
+WORKER_START_S = 1.0
+
+
 def _score_cases(jobs: list[tuple], threads: int, desc: str) -> list[list[tuple]]:
-    """`_score_one` of every job, in order: in this process, or in `threads` worker processes (spawned:
-    a fresh interpreter, not a fork of a parent that may hold library thread pools)."""
-    workers = max(1, min(int(threads), len(jobs)))
-    if workers == 1:
-        return [_score_one(job) for job in tqdm(jobs, desc=desc, unit="case")]
+    """`_score_one` of every job, in order. The first case is scored here; the rest in up to `threads`
+    worker processes when they would take longer than starting them (spawned: a fresh interpreter, not a
+    fork of a parent that may hold library thread pools), else here too."""
+    if not jobs:
+        return []
+    import scipy.spatial  # noqa: F401  (imported by the first case otherwise, and counted as its cost)
+
+    start = time.perf_counter()
+    scored = [_score_one(jobs[0])]
+    per_case = time.perf_counter() - start
+    rest = jobs[1:]
+    workers = max(1, min(int(threads), len(rest)))
+    if workers == 1 or per_case * len(rest) <= WORKER_START_S:
+        return scored + [_score_one(job) for job in tqdm(rest, desc=desc, unit="case")]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread_each) as pool:
-        return list(tqdm(pool.map(_score_one, jobs), total=len(jobs), desc=desc, unit="case"))
+        return scored + list(tqdm(pool.map(_score_one, rest), total=len(rest), desc=desc, unit="case"))
 
 
 def _one_thread_each() -> None:
