@@ -271,6 +271,7 @@ def test_dvc_repro_metrics_plots_push_pull_and_checkout(finished_study, tmp_path
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
     shutil.copy(REPO / ".gitignore", work / ".gitignore")
+    shutil.copytree(REPO / "data", work / "data")  # the stage's raw-data dependency
     _git(work, "init", "-q")
     _dvc(work, "init", "-q")
     _git(work, "add", "-A")
