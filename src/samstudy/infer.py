@@ -345,7 +345,8 @@ def infer_dataset(
             for k, label_slices in enumerate(stack):  # the volume after every click, scored by evaluate
                 files.append(layout.click_prediction(run, dataset, case, k))
                 write_prediction(files[-1], label_slices, axis, reference)
-            record = {"rounds": settings["clicks"]["rounds"], "click_predictions": files, "objects": objects}
+            stored = [layout.stored(f) for f in files]  # relative to results_dir: the folder can move
+            record = {"rounds": settings["clicks"]["rounds"], "click_predictions": stored, "objects": objects}
             label_slices = stack[-1]
         elif kind == "box3d":
             predictions, objects = predict_box3d(
