@@ -90,7 +90,9 @@ def test_all_methods_scored_with_predictions_in_the_input_geometry(finished_stud
         assert files, run
         for f in files:
             pred = sitk.ReadImage(str(f))
-            image = sitk.ReadImage(manifest.loc[f.name[: -len(".nii.gz")], "images"][0])
+            stored = manifest.loc[f.name[: -len(".nii.gz")], "images"][0]
+            assert not Path(stored).is_absolute()  # inside results_dir: stored relative to it
+            image = sitk.ReadImage(str(results / stored))
             assert pred.GetSize() == image.GetSize()
             assert np.allclose(pred.GetSpacing(), image.GetSpacing())
             assert np.allclose(pred.GetOrigin(), image.GetOrigin())
@@ -137,7 +139,7 @@ def _official_litemedsam_volumes(results: Path, dataset: str, protocol: str = "b
     prompts = json.loads(Path(layout.prompts(dataset, protocol)).read_text())["cases"]
     sam = load_model({"type": "litemedsam"}).sam
     for case in eval_cases(layout, dataset):
-        path = rows.loc[case, "images"][0]
+        path = layout.resolve(rows.loc[case, "images"][0])  # stored relative to results (built-in data)
         axis = int(np.load(layout.preprocessed_case(dataset, case))["axis"])
         predicted = sitk.GetArrayFromImage(
             sitk.ReadImage(str(results / "predictions" / f"zeroshot.{protocol}" / dataset / f"{case}.nii.gz"))
