@@ -28,7 +28,7 @@ PACKAGES = [
     "snakemake",
     "dvc",
     "SimpleITK",
-    "monai",
+    "scipy",  # the metrics' surfaces and distances (MONAI's definitions, computed without it)
     "pandas",
     "pyarrow",
     "numpy",
