@@ -6,8 +6,10 @@ then each ingest runs in a fresh process that reports:
   just before ingestion starts (the part that would grow if cases were held in memory);
 - the peak of Python-traced allocations (tracemalloc, numpy included), in a separate run, since tracing
   slows the run down.
+The N and 4N runs are interleaved (N, 4N, N, 4N, ...: R rounds; median and [min, max] of the time and the
+peak RSS); the traced runs once each after the rounds (their peaks do not depend on the load).
 
-    python benchmarks/ingest.py [--n 50] [--shape 128 128 32]
+    python benchmarks/ingest.py [--n 50] [--shape 128 128 32] [--rounds 3]
 
 Target: memory_ratio_200_over_50 (peak RSS at 4N over N) <= 1.2. Writes benchmarks/results/ingest.json.
 """
@@ -25,6 +27,8 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+
+from common import fmt, spread
 
 TARGETS = {"memory_ratio_200_over_50": "<= 1.2"}
 
@@ -88,7 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50, help="cases of the small run (the large one has 4n)")
     parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 32], help="phantom voxels (x, y, z)")
-    parser.add_argument("--out", default="benchmarks/results/ingest.json")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (N, 4N, N, 4N, ...)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ingest.json"))
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -103,14 +108,21 @@ def main() -> None:
         full = write_phantoms(root / f"phantom{large}", large, args.shape)
         written = time.perf_counter() - start
         datasets = {small: subset(full, root / f"phantom{small}", small), large: full}
+        measured: dict[int, list[dict]] = {n: [] for n in datasets}
+        for r in range(args.rounds):  # N, 4N, N, 4N, ...
+            for n, path in datasets.items():
+                measured[n].append(child(path, root / f"results{n}.{r}", trace=False))
+                assert measured[n][-1]["cases"] == n, measured[n][-1]
         runs = {}
         for n, path in datasets.items():
-            runs[n] = child(path, root / f"results{n}", trace=False)
+            stats = {k: spread([m[k] for m in measured[n]]) for k in ("seconds", "peak_rss_mb", "growth_mb")}
+            runs[n] = {"cases": n, **{k: v["median"] for k, v in stats.items()}, "spread": stats}
+            runs[n]["baseline_rss_mb"] = spread([m["baseline_rss_mb"] for m in measured[n]])["median"]
             runs[n].update({k: v for k, v in child(path, root / f"traced{n}", trace=True).items() if k != "seconds"})
-            assert runs[n]["cases"] == n, runs[n]
     case_mb = args.shape[0] * args.shape[1] * args.shape[2] * 2 / 2**20  # int16 image
     result = {
         "cases": [small, large],
+        "rounds": args.rounds,
         "shape": args.shape,
         "image_mb_per_case_uncompressed": case_mb,
         "phantom_write_seconds": written,
@@ -124,11 +136,14 @@ def main() -> None:
         "cpus": len(os.sched_getaffinity(0)),
     }
     print(f"ingest of the {args.shape[0]}x{args.shape[1]}x{args.shape[2]} phantom ({case_mb:.1f} MiB per image)")
-    print(f"{'cases':>6} {'seconds':>8} {'cases/s':>8} {'peak RSS MiB':>13} {'growth MiB':>11} {'traced peak MiB':>16}")
+    print(f"median [min, max] of {args.rounds} interleaved rounds; traced peak: one run")
+    print(
+        f"{'cases':>6} {'seconds':>18} {'cases/s':>8} {'peak RSS MiB':>18} {'growth MiB':>11} {'traced peak MiB':>16}"
+    )
     for n, r in runs.items():
         print(
-            f"{n:>6} {r['seconds']:>8.1f} {r['cases'] / r['seconds']:>8.1f} {r['peak_rss_mb']:>13.0f} "
-            f"{r['growth_mb']:>11.0f} {r['traced_peak_mb']:>16.1f}"
+            f"{n:>6} {fmt(r['spread']['seconds'], 1):>18} {r['cases'] / r['seconds']:>8.1f} "
+            f"{fmt(r['spread']['peak_rss_mb'], 0):>18} {r['growth_mb']:>11.0f} {r['traced_peak_mb']:>16.1f}"
         )
     key = f"memory_ratio_{large}_over_{small}"
     print(f"{key}: {result[key]:.3f} (target <= 1.2)")
