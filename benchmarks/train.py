@@ -10,10 +10,14 @@ torch.cuda.max_memory_allocated) and times one training epoch over the same trai
                    in every step, as a training loop without the cache would;
 - lora, adapter, full: the encoder-adapting methods (they must run the encoder; shown for their cost).
 
+The runs are interleaved: every round runs each of them once (R rounds; median and [min, max] of the
+epoch times, and the speedup taken within each round), so a change in the machine's load lands on every
+run, not on one.
+
 Trainable-parameter counts per method come from the real architectures (LiteMedSAM with its packaged
 weights; SAM ViT-B randomly initialised: counts do not depend on the weights).
 
-    python benchmarks/train.py [--model litemedsam|sam_vit_b] [--cases 4] [--device auto]
+    python benchmarks/train.py [--model litemedsam|sam_vit_b] [--cases 4] [--rounds 3] [--device auto]
 
 Target: speedup_cache_over_encoder_in_loop >= 20. Writes benchmarks/results/train.json.
 """
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import model_cfg, phantom_config
+from common import fmt, model_cfg, phantom_config, spread
 
 from samstudy import adapt
 from samstudy.embed import embed_dataset, resolve_precision
@@ -104,7 +108,9 @@ def parameter_counts(model: str) -> dict[str, dict[str, int]]:
     out = {}
     for adaptation in adapt.ADAPTATIONS:
         loaded = load_model(model_cfg(model), "cpu", random_init=model != "litemedsam")
-        adapt.prepare(loaded, adaptation, METHOD_OPTIONS)
+        # promptfree's decoder has a mask per class: counted for the phantom's three labels
+        classes = [("bench", value) for value in (1, 2, 3)] if adaptation == adapt.PROMPTFREE else None
+        adapt.prepare(loaded, adaptation, METHOD_OPTIONS, classes)
         out[adaptation] = adapt.count_parameters(loaded)
     return out
 
@@ -115,6 +121,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=4, help="phantom patients (one scan each)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (every run once per round)")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
     parser.add_argument("--count-models", default="litemedsam,sam_vit_b", help="architectures to count parameters of")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
@@ -124,37 +131,51 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.model, args.device, args.batch_size)))
         return
 
-    results = {}
+    counts = {m: parameter_counts(m) for m in args.count_models.split(",") if m}  # first: fails fast
+    runs = args.runs.split(",")
+    per_round: dict[str, list[dict]] = {run: [] for run in runs}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         make_study(Path(tmp), args.model, args.cases, args.device)
         print(f"study built and embedded in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        for run in args.runs.split(","):
-            cmd = [sys.executable, __file__, "--model", args.model, "--device", args.device]
-            cmd += ["--batch-size", str(args.batch_size), "--worker", tmp, run]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results[run] = json.loads(out.strip().splitlines()[-1])
-            print(f"{run}: {results[run]['epoch_s']:.2f} s/epoch", file=sys.stderr)
+        for r in range(args.rounds):  # every run once per round
+            for run in runs:
+                cmd = [sys.executable, __file__, "--model", args.model, "--device", args.device]
+                cmd += ["--batch-size", str(args.batch_size), "--worker", tmp, run]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                per_round[run].append(json.loads(out.strip().splitlines()[-1]))
+                print(f"round {r + 1}: {run}: {per_round[run][-1]['epoch_s']:.2f} s/epoch", file=sys.stderr)
+    results = {}
+    for run, measured in per_round.items():
+        epoch = spread([m["epoch_s"] for m in measured])
+        results[run] = {
+            **measured[0],
+            "epoch_s": epoch["median"],
+            "epoch_s_spread": epoch,
+            "peak_rss_mb": spread([m["peak_rss_mb"] for m in measured])["median"],
+        }
 
-    counts = {m: parameter_counts(m) for m in args.count_models.split(",") if m}
-    speedup = None
-    if "decoder_cache" in results and "decoder_encoder" in results:
-        speedup = results["decoder_encoder"]["epoch_s"] / results["decoder_cache"]["epoch_s"]
+    speedup = speedup_spread = None
+    if "decoder_cache" in results and "decoder_encoder" in results:  # within each round
+        pairs = zip(per_round["decoder_encoder"], per_round["decoder_cache"], strict=True)
+        speedup_spread = spread([enc["epoch_s"] / cache["epoch_s"] for enc, cache in pairs])
+        speedup = speedup_spread["median"]
 
     device = resolve_device(args.device)
     print(f"\nTraining benchmark: {args.model}, {device}, batch {args.batch_size}")
+    print(f"median [min, max] of {args.rounds} interleaved rounds")
     print(
-        f"{'run':<16}{'slices':>7}{'samples':>8}{'s/epoch':>9}{'peak RSS MB':>12}{'peak GPU MB':>12}{'trainable':>11}"
+        f"{'run':<16}{'slices':>7}{'samples':>8}{'s/epoch':>24}{'peak RSS MB':>12}{'peak GPU MB':>12}{'trainable':>12}"
     )
     for run, r in results.items():
         gpu = f"{r['peak_gpu_mb']:.0f}" if r["peak_gpu_mb"] is not None else "-"
         print(
-            f"{run:<16}{r['slices']:>12}{r['samples']:>12}{r['epoch_s']:>12.2f}{r['peak_rss_mb']:>12.0f}{gpu:>12}"
-            f"{r['trainable']:>12,}"
+            f"{run:<16}{r['slices']:>7}{r['samples']:>8}{fmt(r['epoch_s_spread']):>24}{r['peak_rss_mb']:>12.0f}"
+            f"{gpu:>12}{r['trainable']:>12,}"
         )
     if speedup is not None:
         target = TARGETS["speedup_cache_over_encoder_in_loop"]
-        print(f"\nspeedup cache over encoder in the loop: {speedup:.1f}x (target {target})")
+        print(f"\nspeedup cache over encoder in the loop: {fmt(speedup_spread, 1)}x (target {target})")
     print("\ntrainable parameters per method")
     for m, per in counts.items():
         print(f"  {m}: " + ", ".join(f"{a} {c['trainable']:,} of {c['total']:,}" for a, c in per.items()))
@@ -166,7 +187,9 @@ def main() -> None:
         "host": {"machine": platform.machine(), "cpus": torch.get_num_threads(), "torch": torch.__version__},
         "batch_size": args.batch_size,
         "runs": results,
+        "rounds": args.rounds,
         "speedup_cache_over_encoder_in_loop": speedup,
+        "speedup_spread": speedup_spread,
         "trainable_params": {a: counts.get(args.model, {}).get(a, {}).get("trainable") for a in adapt.ADAPTATIONS},
         "parameters_by_model": counts,
         "targets": TARGETS,
