@@ -198,11 +198,17 @@ def _check_dataset_entry(ds: dict[str, Any]) -> None:
                 raise ConfigError(f"{where}: synthetic.{key} applies to the ct3d phantom only")
 
 
+def generated(ds: dict[str, Any]) -> bool:
+    """A built-in dataset (the phantoms, mni152): samstudy writes its files from the config, so they are
+    outputs of its ingest job, not inputs, and its path need not exist yet."""
+    return ds["format"] == "synthetic" or bool(ds.get("builtin"))
+
+
 def check_paths(cfg: dict[str, Any]) -> None:
     """The user's data exist: a dataset `path` (and a patient-id CSV) that is not there is a config error
     before any job runs. Built-in datasets are written at their path, so theirs need not exist yet."""
     for ds in cfg["datasets"]:
-        if ds["format"] == "synthetic" or ds.get("builtin"):
+        if generated(ds):
             continue
         where = f"datasets.{ds['name']}"
         path = Path(ds["path"]).expanduser()

@@ -146,12 +146,6 @@ def dataset_path(layout, ds: dict) -> Path:
     return Path(layout.raw_dir(ds["name"]))
 
 
-def generated(ds: dict) -> bool:
-    """A built-in dataset (the phantoms, mni152): samstudy writes its files from the config, so they are
-    outputs of its ingest job, not inputs."""
-    return ds["format"] == "synthetic" or bool(ds.get("builtin"))
-
-
 def dataset_files(ds: dict) -> list[str]:
     """Every file the ingest of a user dataset reads (dataset.json, each case's images and label; every
     file of a DICOM series folder; the patient-id CSV), sorted; [] for a built-in dataset.
@@ -160,7 +154,7 @@ def dataset_files(ds: dict) -> list[str]:
     at DAG time (measured in benchmarks/dag.py). A dataset the reader cannot list (e.g. its dataset.json is
     missing or broken) gives the files found so far; its ingest job then reports the problem by file name.
     """
-    if generated(ds) or not ds.get("path"):
+    if samstudy_config.generated(ds) or not ds.get("path"):
         return []
     root = Path(ds["path"]).expanduser()
     files: set[str] = set()
