@@ -45,6 +45,10 @@ setup() {
     echo "Installing samstudy and its pinned dependencies into .venv (a few minutes the first time)..." >&2
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[dev]"
+    # SAM 2 (pyproject's `sam2` extra): an sdist built against the torch installed above, without its
+    # optional CUDA extension (its hole filling then falls back as the package does without it)
+    .venv/bin/python -m pip install -q "setuptools>=70.1"
+    SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install -q --no-build-isolation "sam2==1.1.0"
     echo "$want" >.venv/.samstudy-installed
   fi
   export PATH="$PWD/.venv/bin:$PATH"

@@ -33,6 +33,19 @@ def schema() -> dict:
 METHOD_OPTIONS = {"rank": ("lora", 4), "alpha": ("lora", 8.0), "bottleneck": ("adapter", 32)}
 # Adaptations that change the image encoder: they cannot use the base model's cached embeddings.
 ENCODER_ADAPTATIONS = frozenset({"lora", "adapter", "full"})
+# SAM 2 model types (samstudy.families.sam2), what of samstudy they run, and the protocols only they run.
+SAM2_TYPES = ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l", "medsam2")
+SAM2_ADAPTATIONS = ("none", "decoder")
+VIDEO_PROTOCOLS = ("propagate",)  # SAM 2's memory propagates a mask through the slices
+
+
+def runs_protocol(cfg: dict[str, Any], method: str, protocol: str) -> bool:
+    """Whether a prompt-based method runs a protocol (a ground-truth one or a derived one): `propagate`
+    needs SAM 2's video memory, so only SAM 2 methods run it; every other protocol runs with every method."""
+    kind = cfg["prompts"]["derived"].get(protocol, {}).get("kind", protocol)
+    if kind not in VIDEO_PROTOCOLS:
+        return True
+    return cfg["models"][cfg["methods"][method]["model"]]["type"] in SAM2_TYPES
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
@@ -47,12 +60,21 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for name, model in cfg["models"].items():
         model.setdefault("checkpoint", None)
         model.setdefault("sha256", None)
-        if model["type"] != "litemedsam" and not model["checkpoint"]:
-            raise ConfigError(f"models.{name}: type {model['type']} needs a 'checkpoint' path")
+        if model["type"] != "litemedsam" and not model["checkpoint"] and not model.get("random_init"):
+            raise ConfigError(f"models.{name}: type {model['type']} needs a 'checkpoint' path (or random_init: true)")
+        if "image_size" in model and model["type"] not in SAM2_TYPES:
+            raise ConfigError(f"models.{name}: image_size applies to the SAM 2 types only ({', '.join(SAM2_TYPES)})")
     for name, method in cfg["methods"].items():
         method.setdefault("adaptation", "none")
         if method["model"] not in cfg["models"]:
             raise ConfigError(f"methods.{name}: model '{method['model']}' is not defined under 'models'")
+        if cfg["models"][method["model"]]["type"] in SAM2_TYPES and method["adaptation"] not in SAM2_ADAPTATIONS:
+            raise ConfigError(
+                f"methods.{name}: adaptation '{method['adaptation']}' is not built for SAM 2 models (they run "
+                f"{', '.join(SAM2_ADAPTATIONS)}): promptfree builds a segment_anything mask decoder, which SAM 2's "
+                "(high-resolution features, object-score head) is not; lora, adapter and full are not verified "
+                "on the Hiera encoder yet"
+            )
         for key, (adaptation, default) in METHOD_OPTIONS.items():
             if method["adaptation"] == adaptation:
                 method.setdefault(key, default)

@@ -73,13 +73,15 @@ def checkpoint_sha256(model_cfg: dict) -> str:
 def load_model(model_cfg: dict, device: str | torch.device = "cpu", random_init: bool = False) -> LoadedModel:
     """Build a registry model and load its checkpoint safely.
 
-    `random_init=True` skips the checkpoint (tests and benchmarks of speed only); its hash is then
+    `random_init=True` (or the entry's `random_init: true`) skips the checkpoint (tests, offline demos and
+    benchmarks of speed only); its hash is then
     "random-init" so it can never be mistaken for trained weights in a cache.
     """
     kind = model_cfg["type"]
     if kind not in FAMILIES:
         raise CheckpointError(f"unknown model type '{kind}'; known: {sorted(FAMILIES)}")
-    family = FAMILIES[kind]
+    family = FAMILIES[kind].configured(model_cfg)
+    random_init = random_init or bool(model_cfg.get("random_init"))
     sam = family.build()
     path: Path | None = None
     digest = "random-init"
@@ -99,7 +101,7 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu", random_init:
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         try:
-            sam.load_state_dict(state, strict=True)
+            family.load_state(sam, state)
         except RuntimeError as err:
             first = str(err).splitlines()[0:3]
             raise CheckpointError(f"checkpoint {path} does not fit model type '{kind}': {' '.join(first)}") from err

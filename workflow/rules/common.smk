@@ -51,6 +51,8 @@ for _method, _spec in CFG["methods"].items():
         }
         continue
     for _protocol in PROTOCOLS:
+        if not samstudy_config.runs_protocol(CFG, _method, _protocol):
+            continue  # propagate: SAM 2 methods only
         RUNS[run_name(_method, _protocol)] = {
             **_info,
             "protocol": _protocol,
@@ -58,6 +60,8 @@ for _method, _spec in CFG["methods"].items():
             "prompt_source": "ground_truth",
         }
     for _protocol, _derived in DERIVED.items():
+        if not samstudy_config.runs_protocol(CFG, _method, _protocol):
+            continue
         RUNS[run_name(_method, _protocol)] = {
             **_info,
             "protocol": _protocol,

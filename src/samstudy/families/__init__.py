@@ -7,6 +7,7 @@ from samstudy.families.base import Family
 from samstudy.families.litemedsam import LiteMedSAM
 from samstudy.families.medsam import MedSAM
 from samstudy.families.sam import SAM
+from samstudy.families.sam2 import SAM2, SAM2_CONFIGS
 
 FAMILIES: dict[str, Family] = {
     "litemedsam": LiteMedSAM(),
@@ -14,6 +15,7 @@ FAMILIES: dict[str, Family] = {
     "sam_vit_l": SAM("vit_l"),
     "sam_vit_h": SAM("vit_h"),
     "medsam_vit_b": MedSAM(),
+    **{model_type: SAM2(model_type) for model_type in SAM2_CONFIGS},
 }
 
 

@@ -30,6 +30,14 @@ class Family:
         """The segment_anything `Sam` module with this family's architecture (random init)."""
         raise NotImplementedError
 
+    def configured(self, model_cfg: dict) -> Family:
+        """The family as a model entry configures it (SAM 2: its image size); most have nothing to set."""
+        return self
+
+    def load_state(self, sam: torch.nn.Module, state: dict) -> None:
+        """Load a checkpoint's state dict into the built module; every key must fit."""
+        sam.load_state_dict(state, strict=True)
+
     def resized_shape(self, hw: tuple[int, int]) -> tuple[int, int]:
         """The image's size inside the model input frame (before padding)."""
         raise NotImplementedError
