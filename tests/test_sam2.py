@@ -117,3 +117,84 @@ def test_checkpoints_are_checked(model, tmp_path):
     torch.save({"model": {"x": np.dtype("float32")}}, pickled)  # not loadable with weights_only=True
     with pytest.raises(CheckpointError, match="could not be read"):
         load_model({"type": "sam2.1_hiera_t", "checkpoint": str(pickled)})
+
+
+def official_medsam_sam2_3d(image_predictor, video_predictor, img_3d: np.ndarray, boxes_3d: list) -> np.ndarray:
+    """A transcription of bowang-lab/MedSAM exp_inference/infer_SAM2_3D_npz.py `infer_3d` (commit 87bc795)
+    on the official predictors: PIL frames, the image predictor's box mask on the middle slice,
+    add_new_mask + propagate_in_video forward, reset, add_new_mask + reverse; `segs_3D[...] = idx`. The only
+    change: frames from arrays into the official init_state, where the script's own predictor
+    (`build_sam2_video_predictor_npz`) takes the array."""
+    from unittest import mock
+
+    import sam2.sam2_video_predictor as video
+    from PIL import Image
+
+    d, h, w = img_3d.shape
+    segs_3d = np.zeros(img_3d.shape, dtype=np.uint8)
+    resized = np.zeros((d, 3, SIZE, SIZE))
+    for i in range(d):  # resize_grayscale_to_rgb_and_resize
+        resized[i] = np.array(
+            Image.fromarray(img_3d[i].astype(np.uint8)).convert("RGB").resize((SIZE, SIZE))
+        ).transpose(2, 0, 1)
+    img_resized = torch.from_numpy(resized / 255.0)
+    img_resized -= torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
+    img_resized /= torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
+    for idx, box in enumerate(boxes_3d, start=1):
+        x0, y0, z_min, x1, y1, z_max = box
+        box_2d = np.array([[x0, y0, x1, y1]])
+        img = img_resized[z_min : z_max + 1]
+        z_mid = int(img.shape[0] / 2)
+        z_mid_orig = z_mid + z_min
+        with torch.inference_mode():
+            image_predictor.set_image(np.repeat(img_3d[z_mid_orig][:, :, None], 3, axis=-1))
+            mks, _, _ = image_predictor.predict(box=box_2d, multimask_output=False)
+            mask_prompt = mks[0].astype(np.uint8)
+            with mock.patch.object(video, "load_video_frames", lambda img=img, **kw: (img, h, w)):
+                state = video_predictor.init_state("<arrays>", offload_video_to_cpu=True)
+            _, _, masks = video_predictor.add_new_mask(state, frame_idx=z_mid, obj_id=1, mask=mask_prompt)
+            segs_3d[z_mid_orig, ((masks[0] > 0.0).cpu().numpy())[0]] = idx
+            for k, _, logits in video_predictor.propagate_in_video(state):
+                segs_3d[z_min + k, (logits[0] > 0.0).cpu().numpy()[0]] = idx
+            video_predictor.reset_state(state)
+            _, _, masks = video_predictor.add_new_mask(state, frame_idx=z_mid, obj_id=1, mask=mask_prompt)
+            for k, _, logits in video_predictor.propagate_in_video(state, reverse=True):
+                segs_3d[z_min + k, (logits[0] > 0.0).cpu().numpy()[0]] = idx
+            video_predictor.reset_state(state)
+    return segs_3d
+
+
+def phantom_volume() -> tuple[np.ndarray, np.ndarray]:
+    """7 slices of 64 x 80: a growing then shrinking ellipse (label 1) and a bar (label 2), on noise."""
+    rng = np.random.default_rng(3)
+    labels = np.zeros((7, 64, 80), dtype=np.uint8)
+    yy, xx = np.mgrid[:64, :80]
+    for s, r in enumerate([6, 9, 12, 13, 12, 9, 6]):
+        labels[s][((yy - 30) / r) ** 2 + ((xx - 35) / (r * 1.3)) ** 2 <= 1] = 1
+    labels[1:6, 48:56, 50:74] = 2
+    image = (rng.random(labels.shape) * 50).astype(np.uint8) + np.array([0, 170, 110], dtype=np.uint8)[labels]
+    return image, labels
+
+
+def test_propagate_matches_medsams_sam2_3d_protocol_on_the_official_predictors(model, image_predictor):
+    from samstudy.infer import assemble
+    from samstudy.prompts import case_prompts
+    from samstudy.propagate import predict_propagate
+
+    image, labels = phantom_volume()
+    prompts = case_prompts(labels, "propagate", {"components": "union"}, np.random.default_rng(0))
+    assert [p["box3d"][2::3] for p in prompts] == [[0, 6], [1, 5]]
+    emb = encode(model, image, 1, "fp32")
+    embeddings = {s: emb[s] for s in range(len(image))}
+    predictions, records = predict_propagate(model, embeddings, prompts, image, "case")
+    ours = assemble(labels.shape, predictions, model.family.threshold)
+    assert [r["prompt_slice"] for r in records] == [3, 3]  # z_min + int(n / 2)
+    assert records[0]["slices"] == {"forward": [3, 4, 5, 6], "reverse": [3, 2, 1, 0]}
+
+    theirs = official_medsam_sam2_3d(
+        image_predictor, official_model(model, video=True), image, [p["box3d"] for p in prompts]
+    )
+    for value in (1, 2):
+        assert (theirs == value).sum() > 0
+        assert dice(ours == value, theirs == value) >= 0.98, value
+    print("propagate: voxels differing from the official loop:", int((ours != theirs).sum()), "of", ours.size)

@@ -354,6 +354,12 @@ def infer_dataset(
             )
             record = {"objects": objects}
             label_slices = assemble((n, h, w), predictions, threshold, overlap)
+        elif kind == "propagate":  # SAM 2: one prompted slice per object, propagated by its video memory
+            from samstudy.propagate import predict_propagate
+
+            predictions, objects = predict_propagate(model, embeddings, prompts[case], pre["slices"], case)
+            record = {"objects": objects}
+            label_slices = assemble((n, h, w), predictions, threshold, overlap)
         else:
             predictions = predict_slices(model, embeddings, prompts[case], (h, w), case)
             label_slices = assemble((n, h, w), predictions, threshold, overlap)

@@ -9,6 +9,8 @@ slice index is the position along the preprocessed slice axis. What is stored pe
   produces them (see `next_click`) and records them beside its predictions.
 - `box3d`: one 3D box per object per case, `[x0, y0, s0, x1, y1, s1]` (s = slice index); inference
   predicts its middle slice and propagates slice by slice.
+- `propagate`: the same 3D boxes; SAM 2 predicts the middle slice and its video memory propagates the
+  mask (samstudy.propagate).
 
 An "object" is one label, one connected component of it, or its largest component (`components`:
 `union` | `all` | `largest`); a prompt of a component carries its id, so `prompt_target` can rebuild the
@@ -31,7 +33,9 @@ from samstudy.preprocess import load_preprocessed
 
 POINT_PROTOCOLS = {"points1": 1, "points3": 3, "points5": 5}
 # Protocols whose prompts are not all known before inference (they depend on the predictions).
-DYNAMIC_PROTOCOLS = ("clicks", "box3d")
+DYNAMIC_PROTOCOLS = ("clicks", "box3d", "propagate")
+# Protocols stored as one 3D box per object per case (`propagate`: SAM 2 prompts its middle slice).
+BOX3D_PROTOCOLS = ("box3d", "propagate")
 COMPONENT_MODES = ("union", "all", "largest")
 
 
@@ -179,7 +183,7 @@ def case_prompts(labels: np.ndarray, protocol: str, settings: dict, rng: np.rand
     present; for `box3d` one 3D box per label (or 3D component) per case."""
     mode = settings.get("components", "union")
     values = [int(v) for v in np.unique(labels) if v != 0]
-    if protocol == "box3d":
+    if protocol in BOX3D_PROTOCOLS:
         out = []
         for value in values:
             for comp, mask in objects(labels == value, mode):
@@ -221,7 +225,7 @@ def make_prompts(layout: Layout, dataset: str, protocol: str, settings: dict, se
     return result
 
 
-DERIVED_KINDS = ("box", "box3d")
+DERIVED_KINDS = ("box", "box3d", "propagate")
 
 
 def derived_source(spec: dict) -> str:
