@@ -25,10 +25,12 @@ wildcard_constraints:
     configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
     fold="[0-9]+",
     run="[A-Za-z][A-Za-z0-9_.]*",
+    shard="[0-9]+of[0-9]+",
 
 
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/shard.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/train.smk"

@@ -110,4 +110,4 @@ def dry_run_jobs(tmp_path, *args: str) -> list[tuple[str, str]]:
     cmd = [sys.executable, "-m", "snakemake", "-n", *args]
     cmd += ["--config", f"results_dir={tmp_path}/r", f"cache_dir={tmp_path}/c"]
     out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300, check=True).stdout
-    return [(m.group(1), m.group(2)) for m in re.finditer(r"^rule (\w+):\n((?:    .*\n)+)", out, re.M)]
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:    .*\n)+)", out, re.M)]

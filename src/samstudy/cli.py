@@ -9,9 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
-from samstudy.paths import Layout
+from samstudy.paths import Layout, parse_shard
+
+
+def _shard_name(text: str) -> str:
+    parse_shard(text)  # a clear error for a malformed name
+    return text
 
 
 def _params(text: str) -> dict:
@@ -106,13 +112,26 @@ def _nnunet(a, p, layout):
 def _evaluate(a, p, layout):
     from samstudy.evaluate import evaluate_run
 
-    evaluate_run(layout, a.dataset, a.run, p["run_info"], p["evaluate"], a.threads)
+    evaluate_run(layout, a.dataset, a.run, p["run_info"], p["evaluate"], a.threads or 1)
 
 
 def _evaluate_clicks(a, p, layout):
     from samstudy.evaluate import evaluate_clicks
 
-    evaluate_clicks(layout, a.dataset, a.run, p["run_info"], p["evaluate"], a.threads)
+    evaluate_clicks(layout, a.dataset, a.run, p["run_info"], p["evaluate"], a.threads or 1)
+
+
+def _shard(a, p, layout):
+    from samstudy.shards import write_shard_cases
+
+    write_shard_cases(layout, a.dataset, p["shards"])
+
+
+def _gather(a, p, layout):
+    from samstudy import shards
+
+    gather = {"embed": shards.gather_embed, "run": shards.gather_run, "clicks": shards.gather_clicks}[a.what]
+    gather(layout, a.name, a.dataset, p["shards"])
 
 
 def _summarize(a, p, layout):
@@ -133,30 +152,40 @@ VERBS = {
     "split": (_split, "patient-level split of one dataset (+ nnU-Net splits_final.json)", ["dataset"]),
     "splits": (_merge_splits, "collect the datasets' splits into splits.json", []),
     "preprocess": (_preprocess, "intensity handling and 2D slices of one dataset", []),
-    "embed": (_embed, "image-encoder embeddings of one dataset into the cache", ["dataset", "model"]),
+    "shard": (_shard, "split one dataset's cases into shards (one file per shard, with fingerprints)", ["dataset"]),
+    "embed": (_embed, "image-encoder embeddings of one dataset into the cache", ["dataset", "model", "threads"]),
     "embed_adapted": (
         _embed_adapted,
         "embeddings of one dataset's test cases under a method's adapted encoder (lora, adapter, full)",
-        ["dataset", "method"],
+        ["dataset", "method", "threads"],
     ),
     "prompts": (
         _prompts,
         "simulate and store the prompts of one dataset and protocol (from the ground truth, or derived from a run)",
         ["dataset", "protocol"],
     ),
-    "train": (_train, "train one adaptation method", ["method"]),
-    "infer": (_infer, "predict one dataset with one method and protocol", ["dataset", "method", "protocol"]),
+    "train": (_train, "train one adaptation method", ["method", "threads"]),
+    "infer": (
+        _infer,
+        "predict one dataset with one method and protocol",
+        ["dataset", "method", "protocol", "threads"],
+    ),
     "nnunet": (
         _nnunet,
         "nnU-Net v2 baseline: export | plan | train | predict | select | predict_best"
         " (params prompted: true = prompted nnU-Net, the label boxes as extra channels)",
-        ["step", "dataset", "configuration", "fold"],
+        ["step", "dataset", "configuration", "fold", "threads"],
     ),
     "evaluate": (_evaluate, "score one run on one dataset", ["dataset", "run", "threads"]),
     "evaluate_clicks": (
         _evaluate_clicks,
         "score a clicks run after every click (Dice vs clicks)",
         ["dataset", "run", "threads"],
+    ),
+    "gather": (
+        _gather,
+        "merge one dataset's shards: embed (the embedding index), run (predictions + metrics), clicks",
+        ["what", "dataset", "name"],
     ),
     "summarize": (_summarize, "merge metrics into metrics.parquet and summary.json", []),
     "report": (_report, "write report/index.html", []),
@@ -172,9 +201,11 @@ TORCH_FREE_VERBS = (
     "split",
     "splits",
     "preprocess",
+    "shard",
     "prompts",
     "evaluate",
     "evaluate_clicks",
+    "gather",
     "summarize",
     "report",
     "nnunet export",
@@ -185,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samstudy", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="the study's results_dir")
     parser.add_argument("--cache", default=".cache/samstudy", help="the embedding cache_dir")
+    parser.add_argument(
+        "--shard",
+        type=_shard_name,
+        default=None,
+        help="<index>of<count>: a sharded job, which handles only its shard's cases (results/shards/<shard>/)",
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, (_, help_text, args) in VERBS.items():
         p = sub.add_parser(verb, help=help_text, description=help_text)
@@ -192,8 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
         for arg in args:
             if arg == "step":
                 p.add_argument("step", choices=["export", "plan", "train", "predict", "select", "predict_best"])
+            elif arg == "what":
+                p.add_argument("what", choices=["embed", "run", "clicks"])
             elif arg == "threads":  # the job's cores (Snakemake's {threads}): not a param, no rerun
-                p.add_argument("--threads", type=int, default=1, help="cases scored at a time (worker processes)")
+                p.add_argument(
+                    "--threads",
+                    type=int,
+                    default=None,
+                    help="the job's cores: torch's threads (evaluate: cases scored at a time, in processes)",
+                )
             else:
                 p.add_argument(f"--{arg}", required=arg not in ("configuration", "fold"))
     return parser
@@ -203,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     func = VERBS[args.verb][0]
-    func(args, _params(args.params), Layout(args.results, args.cache))
+    if getattr(args, "threads", None) and args.verb not in ("evaluate", "evaluate_clicks"):
+        # torch (imported by the verb, after this) uses the job's cores and no more: two jobs on two cores
+        # with two threads each run several times slower than with one each
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SAMSTUDY_THREADS"):
+            os.environ[var] = str(args.threads)
+    func(args, _params(args.params), Layout(args.results, args.cache, args.shard))
     return 0
 
 

@@ -27,6 +27,7 @@ from samstudy.io import atomic_path, write_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
+from samstudy.shards import select
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,8 @@ def embed_dataset(
     """
     model = model or load_model(model_cfg, resolve_device(settings["device"]), random_init=random_init)
     table, _ = load_dataset_table(layout, dataset)
-    index = embed_cases(layout, dataset, list(table["case_id"]), model, settings, f"embed {dataset} ({model_name})")
+    cases = select(layout, dataset, list(table["case_id"]))  # a sharded job: its shard's cases
+    index = embed_cases(layout, dataset, cases, model, settings, f"embed {dataset} ({model_name})")
     result = {"dataset": dataset, "model": model_name, "model_sha256": model.weights_id, "cases": index}
     write_json(layout.embed_index(model_name, dataset), result)
     return result

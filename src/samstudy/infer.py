@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -345,7 +346,8 @@ def infer_dataset(
             for k, label_slices in enumerate(stack):  # the volume after every click, scored by evaluate
                 files.append(layout.click_prediction(run, dataset, case, k))
                 write_prediction(files[-1], label_slices, axis, reference)
-            stored = [layout.stored(f) for f in files]  # relative to results_dir: the folder can move
+            # relative to the run's predictions folder: the same record in a shard's folder and the gathered one
+            stored = [str(Path(f).relative_to(layout.prediction_dir(run, dataset))) for f in files]
             record = {"rounds": settings["clicks"]["rounds"], "click_predictions": stored, "objects": objects}
             label_slices = stack[-1]
         elif kind == "box3d":

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from samstudy import shards
 from samstudy.ingest import is_raster, load_dataset_table, read_case, read_image
 from samstudy.io import atomic_path, read_json, sha256_json, write_json
 from samstudy.paths import Layout, nnunet_prompted_run_name, nnunet_run_name
@@ -150,7 +151,8 @@ def write_test_prompt_channels(layout: Layout, dataset: str, folder: Path) -> li
     values = exported["prompt_labels"]
     folder.mkdir(parents=True, exist_ok=True)
     inputs = []
-    for case, images in zip(exported["test"], _test_inputs(exported), strict=True):
+    cases = _test_cases(layout, dataset, exported)
+    for case, images in zip(cases, _test_inputs(exported, cases), strict=True):
         for image in images:  # the image channels beside the prompt channels (nnU-Net wants one folder's names)
             _link(image, folder / Path(image).name)
         pre = load_preprocessed(layout, dataset, case)  # the slice axis and shape (its labels are not read)
@@ -169,7 +171,8 @@ def setup_environment(layout: Layout, threads: int | None = None) -> dict[str, s
         "nnUNet_results": str(root / "nnUNet_results"),
         "nnUNet_compile": "f",
     }
-    cpus = threads or len(os.sched_getaffinity(0))
+    # the job's cores (the CLI's --threads, Snakemake's {threads}), else the machine's
+    cpus = threads or int(os.environ.get("SAMSTUDY_THREADS", "0")) or len(os.sched_getaffinity(0))
     env.setdefault("nnUNet_def_n_proc", str(max(1, min(cpus, 8))))
     # nnU-Net's default 8-12 augmentation workers thrash a small CPU (train() lowers this to 0 there).
     env.setdefault("nnUNet_n_proc_DA", str(max(1, min(cpus - 1, 12))))
@@ -530,12 +533,14 @@ def _predict_configuration(
         )
 
 
-def _test_inputs(exported: dict) -> list[list[str]]:
+def _test_cases(layout: Layout, dataset: str, exported: dict) -> list[str]:
+    """The exported test cases this job predicts: all, or those of its shard (a sharded job's layout)."""
+    return shards.select(layout, dataset, list(exported["test"]))
+
+
+def _test_inputs(exported: dict, cases: list[str]) -> list[list[str]]:
     raw = Path(exported["raw"])
-    return [
-        sorted(str(p) for p in (raw / "imagesTs").glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
-        for case in exported["test"]
-    ]
+    return [sorted(str(p) for p in (raw / "imagesTs").glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz")) for case in cases]
 
 
 def _move_predictions(layout: Layout, run: str, dataset: str, cases: list[str], folder: Path) -> list[str]:
@@ -568,14 +573,17 @@ def predict(
         write_json(layout.prediction_not_planned(run, dataset), {"reason": reason})
         log.warning(reason)
         return []
+    cases = _test_cases(layout, dataset, exported)
+    if not cases:  # a shard without test cases: an empty predictions folder
+        return _move_predictions(layout, run, dataset, [], Path())
     with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
         out = Path(tmp, configuration)
         if prompted:
             inputs = write_test_prompt_channels(layout, dataset, Path(tmp, "imagesTs"))
         else:
-            inputs = _test_inputs(exported)
+            inputs = _test_inputs(exported, cases)
         _predict_configuration(layout, dataset, configuration, folds, inputs, out, settings, False, prompted)
-        return _move_predictions(layout, run, dataset, exported["test"], out)
+        return _move_predictions(layout, run, dataset, cases, out)
 
 
 def select_best(layout: Layout, dataset: str, dataset_id: int, configurations: list[str], folds: list[int]) -> dict:
@@ -623,7 +631,10 @@ def predict_best(layout: Layout, dataset: str, dataset_id: int, folds: list[int]
     best = read_json(layout.nnunet_best_done(dataset))
     exported = read_json(layout.nnunet_export_done(dataset))
     n_proc = int(os.environ["nnUNet_def_n_proc"])
-    inputs = _test_inputs(exported)
+    cases = _test_cases(layout, dataset, exported)
+    if not cases:  # a shard without test cases: an empty predictions folder
+        return _move_predictions(layout, nnunet_run_name("best"), dataset, [], Path())
+    inputs = _test_inputs(exported, cases)
     ensemble = len(best["selected"]) > 1
     with tempfile.TemporaryDirectory(dir=layout.nnunet_root()) as tmp:
         members = []
@@ -647,4 +658,4 @@ def predict_best(layout: Layout, dataset: str, dataset_id: int, folds: list[int]
             dataset_json_file_or_dict=str(Path(members[0], "dataset.json")),
             num_processes=n_proc,
         )
-        return _move_predictions(layout, nnunet_run_name("best"), dataset, exported["test"], post)
+        return _move_predictions(layout, nnunet_run_name("best"), dataset, cases, post)

@@ -6,7 +6,8 @@ Snakemake pattern, passing real names gives the file. Nothing else in the projec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # Runs evaluated by the study: a prompt-based method with a protocol is named "<method>.<protocol>",
@@ -30,13 +31,65 @@ def nnunet_prompted_run_name(configuration: str) -> str:
     return run_name(f"nnunet_prompted_{configuration}", None)
 
 
+def shard_name(index: int, count: int) -> str:
+    """The name of one shard of a dataset's cases: "<index>of<count>" (0-based index)."""
+    return f"{index}of{count}"
+
+
+def shard_names(count: int) -> list[str]:
+    return [shard_name(k, count) for k in range(count)]
+
+
+def parse_shard(name: str) -> tuple[int, int]:
+    index, _, count = name.partition("of")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"shard {name!r}: expected <index>of<count> with 0 <= index < count, e.g. 0of4")
+    return int(index), int(count)
+
+
+def shard_of(case: str, count: int) -> int:
+    """The shard a case belongs to among `count`: a hash of its id alone, so adding or removing a case
+    never moves another one, and the same case lands in the same shard in every study."""
+    return int(hashlib.sha256(case.encode()).hexdigest()[:12], 16) % count
+
+
 @dataclass(frozen=True)
 class Layout:
     results_dir: str
     cache_dir: str = ".cache/samstudy"
+    # A sharded job's layout ("<index>of<count>", see `shard_name`): its per-case artifacts (embedding
+    # index, prompts, predictions, metrics) go under results/shards/<shard>/ with the same tree as the
+    # whole study's, and it handles only the cases of its shard (`select`). Gather jobs merge the shards
+    # into the unsharded paths.
+    shard: str | None = None
 
     def _r(self, *parts: str) -> str:
         return str(Path(self.results_dir, *parts))
+
+    def _s(self, *parts: str) -> str:
+        """A per-case artifact: under shards/<shard>/ in a sharded job's layout."""
+        return self._r(*parts) if self.shard is None else self._r("shards", self.shard, *parts)
+
+    def for_shard(self, shard: str | None) -> Layout:
+        """The layout of one shard of this study (None: the whole study's)."""
+        return replace(self, shard=shard)
+
+    def shard_cases(self, dataset: str) -> str:
+        """The cases of one dataset in this layout's shard with a fingerprint of each (written by the
+        `shard` checkpoint; the sharded jobs' input, so a shard reruns only when its own cases change)."""
+        if self.shard is None:
+            raise ValueError("shard_cases: a shard's layout is needed (Layout.for_shard)")
+        return self._s("cases", f"{dataset}.json")
+
+    def in_shard(self, case: str) -> bool:
+        if self.shard is None:
+            return True
+        index, count = parse_shard(self.shard)
+        return shard_of(case, count) == index
+
+    def select(self, cases: list[str]) -> list[str]:
+        """The cases (in their order) this layout's job handles: all, or those of its shard."""
+        return [c for c in cases if self.in_shard(c)]
 
     # paths stored in results (manifest, ingest info): relative to results_dir when inside it
     def stored(self, path: str | Path) -> str:
@@ -90,17 +143,17 @@ class Layout:
         return self._r("preprocessed", dataset, f"{case}.npz")
 
     def embed_index(self, model: str, dataset: str) -> str:
-        return self._r("embeddings", model, f"{dataset}.json")
+        return self._s("embeddings", model, f"{dataset}.json")
 
     def adapted_embed_index(self, method: str, dataset: str) -> str:
         """Embedding index of a dataset's evaluation cases under a method's adapted encoder (LoRA, ...)."""
-        return self._r("embeddings", "adapted", method, f"{dataset}.json")
+        return self._s("embeddings", "adapted", method, f"{dataset}.json")
 
     def embedding_file(self, key: str) -> str:
         return str(Path(self.cache_dir, "embeddings", key[:2], f"{key}.npz"))
 
     def prompts(self, dataset: str, protocol: str) -> str:
-        return self._r("prompts", dataset, f"{protocol}.json")
+        return self._s("prompts", dataset, f"{protocol}.json")
 
     # adaptation
     def model_dir(self, method: str) -> str:
@@ -114,26 +167,26 @@ class Layout:
 
     # predictions
     def prediction_dir(self, run: str, dataset: str) -> str:
-        return self._r("predictions", run, dataset)
+        return self._s("predictions", run, dataset)
 
     def prediction_not_planned(self, run: str, dataset: str) -> str:
         """Marker in an nnU-Net run's prediction folder: nnU-Net did not plan this configuration."""
-        return self._r("predictions", run, dataset, "not_planned.json")
+        return self._s("predictions", run, dataset, "not_planned.json")
 
     def prediction(self, run: str, dataset: str, case: str) -> str:
-        return self._r("predictions", run, dataset, f"{case}.nii.gz")
+        return self._s("predictions", run, dataset, f"{case}.nii.gz")
 
     def run_record(self, run: str, dataset: str) -> str:
         """How a SAM-family run's predictions were made (family, transform, threshold, overlap rule)."""
-        return self._r("predictions", run, dataset, "run.json")
+        return self._s("predictions", run, dataset, "run.json")
 
     def prompt_record(self, run: str, dataset: str, case: str) -> str:
         """The prompts a dynamic protocol (clicks, box3d) actually used on one case, written by infer."""
-        return self._r("predictions", run, dataset, "prompts", f"{case}.json")
+        return self._s("predictions", run, dataset, "prompts", f"{case}.json")
 
     def click_prediction(self, run: str, dataset: str, case: str, clicks: int) -> str:
         """The `clicks` protocol's volume after `clicks` correction clicks (0 = the starting prompt)."""
-        return self._r("predictions", run, dataset, "clicks", case, f"click_{clicks:02d}.nii.gz")
+        return self._s("predictions", run, dataset, "clicks", case, f"click_{clicks:02d}.nii.gz")
 
     # nnU-Net
     def nnunet_root(self) -> str:
@@ -164,11 +217,11 @@ class Layout:
 
     # evaluate / report
     def run_metrics(self, run: str, dataset: str) -> str:
-        return self._r("metrics", run, f"{dataset}.parquet")
+        return self._s("metrics", run, f"{dataset}.parquet")
 
     def run_click_metrics(self, run: str, dataset: str) -> str:
         """Metrics after every click of a `clicks` run (long format, a `clicks` column)."""
-        return self._r("metrics", run, f"{dataset}.clicks.parquet")
+        return self._s("metrics", run, f"{dataset}.clicks.parquet")
 
     def click_metrics(self) -> str:
         """Every `clicks` run's metrics after every click: the Dice-vs-clicks table."""

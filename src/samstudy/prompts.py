@@ -206,9 +206,13 @@ def make_prompts(layout: Layout, dataset: str, protocol: str, settings: dict, se
     The artifact also records the protocol's settings and the seed, so inference (clicks rounds,
     box3d margin) reads the very settings the prompts were made with.
     """
+    from samstudy.shards import select
+
     table, _ = load_dataset_table(layout, dataset)
     cases = {}
-    for case in tqdm(list(table["case_id"]), desc=f"prompts {dataset}/{protocol}", unit="case"):
+    for case in tqdm(
+        select(layout, dataset, list(table["case_id"])), desc=f"prompts {dataset}/{protocol}", unit="case"
+    ):
         labels = load_preprocessed(layout, dataset, case)["labels"]
         cases[case] = case_prompts(labels, protocol, settings, case_rng(seed, dataset, case, protocol))
     result = {

@@ -109,5 +109,8 @@ def cases_in(split: dict, part: str, fold: int = 0) -> list[str]:
 
 
 def eval_cases(layout: Layout, dataset: str) -> list[str]:
-    """The cases every method is scored on: the test part of the dataset's split."""
-    return cases_in(load_split(layout, dataset), "test")
+    """The cases every method is scored on: the test part of the dataset's split (in a sharded job's
+    layout, those of its shard)."""
+    from samstudy.shards import select
+
+    return select(layout, dataset, cases_in(load_split(layout, dataset), "test"))

@@ -3,7 +3,13 @@ import shlex
 
 from samstudy import config as samstudy_config
 from samstudy import sources
-from samstudy.paths import Layout, nnunet_prompted_run_name, nnunet_run_name, run_name
+from samstudy.paths import (
+    Layout,
+    nnunet_prompted_run_name,
+    nnunet_run_name,
+    run_name,
+    shard_names,
+)
 
 CFG = samstudy_config.validate(config)
 # A dataset path that does not exist stops the study here, before any job runs.
@@ -24,6 +30,11 @@ NNUNET_TRAINING = {
 }
 NNUNET_PREDICTION = {k: CFG["nnunet"][k] for k in ("schedule", "device")}
 PROTOCOLS = CFG["prompts"]["protocols"]
+# Shards (execution.shards): every per-case stage runs one job per shard of a dataset's cases; S is the
+# pattern layout of a sharded job (its artifacts under results/shards/{shard}/), gather jobs merge them.
+SHARDS = CFG["execution"]["shards"]
+SHARD_NAMES = shard_names(SHARDS)
+S = L.for_shard("{shard}")
 # The command each stage calls (followed by its verb).
 SAMSTUDY = f"samstudy --results {shlex.quote(L.results_dir)} --cache {shlex.quote(L.cache_dir)}"
 ENV = "../../envs/samstudy.yaml"
@@ -133,6 +144,19 @@ def nnunet_dataset_id(dataset):
 # Input and params functions.
 
 
+def shard_cases(wildcards):
+    # A sharded job's per-case input: its shard's file from the `shard` checkpoint (case ids and their
+    # fingerprints), not the whole dataset's files, so after a data change only the shards whose cases
+    # changed rerun (Snakemake re-evaluates the jobs after the checkpoint; same file, same checksum).
+    checkpoints.shard.get(dataset=wildcards.dataset)
+    return L.for_shard(wildcards.shard).shard_cases(wildcards.dataset)
+
+
+def sharded(path):
+    # One path pattern of a sharded job's layout (S), for every shard of the study.
+    return [path.replace("{shard}", name) for name in SHARD_NAMES]
+
+
 RAW_FILES = {}
 
 
@@ -202,21 +226,21 @@ def train_inputs(wildcards):
 
 
 def infer_inputs(wildcards):
+    # One shard of a dataset: its prompts and embeddings (no whole-dataset file; its cases file is a
+    # separate input, so that a dry run still sees these jobs before the `shard` checkpoint has run).
     spec = CFG["methods"][wildcards.method]
-    inputs = {
-        "preprocessed": L.preprocessed_dir(wildcards.dataset),
-        "split": L.dataset_splits(wildcards.dataset),
-    }
+    shard = L.for_shard(wildcards.shard)
+    inputs = {}
     if spec["adaptation"] != PROMPT_FREE:
-        inputs["prompts"] = L.prompts(wildcards.dataset, wildcards.protocol)
+        inputs["prompts"] = shard.prompts(wildcards.dataset, wildcards.protocol)
     if spec["adaptation"] != "none":
         inputs["checkpoint"] = L.checkpoint(wildcards.method)
     if adapts_encoder(wildcards.method):
-        inputs["embeddings"] = L.adapted_embed_index(
+        inputs["embeddings"] = shard.adapted_embed_index(
             wildcards.method, wildcards.dataset
         )
     else:
-        inputs["embeddings"] = L.embed_index(spec["model"], wildcards.dataset)
+        inputs["embeddings"] = shard.embed_index(spec["model"], wildcards.dataset)
     return inputs
 
 

@@ -1,17 +1,21 @@
-# Embed: the image encoder once per needed slice, cached by content (the GPU stage).
+# Embed: the image encoder once per needed slice, cached by content (the GPU stage). One job per shard of
+# a dataset's cases (execution.shards); `gather_embed` merges the shards' indexes for training.
+# threads: torch's threads in the job (1: locally, shards run side by side; a profile's set-threads
+# raises it where a job has more cores, e.g. a GPU job's CPUs for the input transform).
 
 
 rule embed:
     input:
-        L.preprocessed_dir("{dataset}"),
+        cases=shard_cases,
     output:
-        L.embed_index("{model}", "{dataset}"),
+        S.embed_index("{model}", "{dataset}"),
     log:
-        L.log("embed/{model}.{dataset}"),
+        L.log("embed/{model}.{dataset}.{shard}"),
     benchmark:
-        L.benchmark("embed.{model}.{dataset}")
+        L.benchmark("embed.{model}.{dataset}.{shard}")
     conda:
         ENV
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -20,7 +24,25 @@ rule embed:
         cli=SAMSTUDY,
         p=lambda w: P({"model": CFG["models"][w.model], "embed": CFG["embed"]}),
     shell:
-        "{params.cli} embed --dataset {wildcards.dataset} --model {wildcards.model}"
+        "{params.cli} --shard {wildcards.shard} embed --dataset {wildcards.dataset} --model {wildcards.model}"
+        " --threads {threads} --params {params.p:q} > {log} 2>&1"
+
+
+rule gather_embed:
+    input:
+        shards=sharded(S.embed_index("{model}", "{dataset}")),
+        table=L.ingest_table("{dataset}"),
+    output:
+        L.embed_index("{model}", "{dataset}"),
+    log:
+        L.log("embed/{model}.{dataset}.gather"),
+    conda:
+        ENV
+    params:
+        cli=SAMSTUDY,
+        p=P({"shards": SHARDS}),
+    shell:
+        "{params.cli} gather embed --dataset {wildcards.dataset} --name {wildcards.model}"
         " --params {params.p:q} > {log} 2>&1"
 
 
@@ -28,16 +50,16 @@ rule embed:
 rule embed_adapted:
     input:
         checkpoint=L.checkpoint("{method}"),
-        preprocessed=L.preprocessed_dir("{dataset}"),
-        split=L.dataset_splits("{dataset}"),
+        cases=shard_cases,
     output:
-        L.adapted_embed_index("{method}", "{dataset}"),
+        S.adapted_embed_index("{method}", "{dataset}"),
     log:
-        L.log("embed/adapted.{method}.{dataset}"),
+        L.log("embed/adapted.{method}.{dataset}.{shard}"),
     benchmark:
-        L.benchmark("embed_adapted.{method}.{dataset}")
+        L.benchmark("embed_adapted.{method}.{dataset}.{shard}")
     conda:
         ENV
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -52,5 +74,5 @@ rule embed_adapted:
             }
         ),
     shell:
-        "{params.cli} embed_adapted --dataset {wildcards.dataset} --method {wildcards.method}"
-        " --params {params.p:q} > {log} 2>&1"
+        "{params.cli} --shard {wildcards.shard} embed_adapted --dataset {wildcards.dataset}"
+        " --method {wildcards.method} --threads {threads} --params {params.p:q} > {log} 2>&1"

@@ -1,19 +1,19 @@
-# Evaluate every run with the same metric code (clicks runs also after every click); merge into
+# Evaluate every run with the same metric code (clicks runs also after every click), one job per shard;
+# gather_run merges a run's shards (predictions folder + metrics), summarize merges the runs into
 # metrics.parquet, dice_vs_clicks.parquet and summary.json. An evaluate job scores its cases in up to
 # `threads` processes (Snakemake lowers it to --cores; on Slurm it is the job's cpus_per_task).
 
 
 rule evaluate:
     input:
-        predictions=L.prediction_dir("{run}", "{dataset}"),
-        table=L.ingest_table("{dataset}"),
-        split=L.dataset_splits("{dataset}"),
+        predictions=S.prediction_dir("{run}", "{dataset}"),
+        cases=shard_cases,
     output:
-        L.run_metrics("{run}", "{dataset}"),
+        S.run_metrics("{run}", "{dataset}"),
     log:
-        L.log("evaluate/{run}.{dataset}"),
+        L.log("evaluate/{run}.{dataset}.{shard}"),
     benchmark:
-        L.benchmark("evaluate.{run}.{dataset}")
+        L.benchmark("evaluate.{run}.{dataset}.{shard}")
     conda:
         ENV
     threads: 4
@@ -21,21 +21,20 @@ rule evaluate:
         cli=SAMSTUDY,
         p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
     shell:
-        "{params.cli} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --threads {threads}"
+        "{params.cli} --shard {wildcards.shard} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --threads {threads}"
         " --params {params.p:q} > {log} 2>&1"
 
 
 rule evaluate_clicks:
     input:
-        predictions=L.prediction_dir("{run}", "{dataset}"),
-        table=L.ingest_table("{dataset}"),
-        split=L.dataset_splits("{dataset}"),
+        predictions=S.prediction_dir("{run}", "{dataset}"),
+        cases=shard_cases,
     output:
-        L.run_click_metrics("{run}", "{dataset}"),
+        S.run_click_metrics("{run}", "{dataset}"),
     log:
-        L.log("evaluate/{run}.{dataset}.clicks"),
+        L.log("evaluate/{run}.{dataset}.clicks.{shard}"),
     benchmark:
-        L.benchmark("evaluate_clicks.{run}.{dataset}")
+        L.benchmark("evaluate_clicks.{run}.{dataset}.{shard}")
     conda:
         ENV
     threads: 4
@@ -43,7 +42,45 @@ rule evaluate_clicks:
         cli=SAMSTUDY,
         p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
     shell:
-        "{params.cli} evaluate_clicks --dataset {wildcards.dataset} --run {wildcards.run} --threads {threads}"
+        "{params.cli} --shard {wildcards.shard} evaluate_clicks --dataset {wildcards.dataset} --run {wildcards.run} --threads {threads}"
+        " --params {params.p:q} > {log} 2>&1"
+
+
+rule gather_run:
+    input:
+        predictions=sharded(S.prediction_dir("{run}", "{dataset}")),
+        metrics=sharded(S.run_metrics("{run}", "{dataset}")),
+        split=L.dataset_splits("{dataset}"),
+    output:
+        predictions=directory(L.prediction_dir("{run}", "{dataset}")),
+        metrics=L.run_metrics("{run}", "{dataset}"),
+    log:
+        L.log("evaluate/{run}.{dataset}.gather"),
+    conda:
+        ENV
+    params:
+        cli=SAMSTUDY,
+        p=P({"shards": SHARDS}),
+    shell:
+        "{params.cli} gather run --dataset {wildcards.dataset} --name {wildcards.run}"
+        " --params {params.p:q} > {log} 2>&1"
+
+
+rule gather_clicks:
+    input:
+        metrics=sharded(S.run_click_metrics("{run}", "{dataset}")),
+        split=L.dataset_splits("{dataset}"),
+    output:
+        L.run_click_metrics("{run}", "{dataset}"),
+    log:
+        L.log("evaluate/{run}.{dataset}.clicks.gather"),
+    conda:
+        ENV
+    params:
+        cli=SAMSTUDY,
+        p=P({"shards": SHARDS}),
+    shell:
+        "{params.cli} gather clicks --dataset {wildcards.dataset} --name {wildcards.run}"
         " --params {params.p:q} > {log} 2>&1"
 
 

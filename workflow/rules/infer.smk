@@ -1,17 +1,19 @@
-# Zero-shot and adapted inference: one job per method, protocol and dataset.
+# Zero-shot and adapted inference: one job per method, protocol, dataset and shard of its test cases.
 
 
 rule infer:
     input:
         unpack(infer_inputs),
+        cases=shard_cases,
     output:
-        directory(L.prediction_dir(run_name("{method}", "{protocol}"), "{dataset}")),
+        directory(S.prediction_dir(run_name("{method}", "{protocol}"), "{dataset}")),
     log:
-        L.log("infer/{method}.{protocol}.{dataset}"),
+        L.log("infer/{method}.{protocol}.{dataset}.{shard}"),
     benchmark:
-        L.benchmark("infer.{method}.{protocol}.{dataset}")
+        L.benchmark("infer.{method}.{protocol}.{dataset}.{shard}")
     conda:
         ENV
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
@@ -20,5 +22,5 @@ rule infer:
         cli=SAMSTUDY,
         p=infer_params,
     shell:
-        "{params.cli} infer --dataset {wildcards.dataset} --method {wildcards.method}"
-        " --protocol {wildcards.protocol} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} --shard {wildcards.shard} infer --dataset {wildcards.dataset} --method {wildcards.method}"
+        " --protocol {wildcards.protocol} --threads {threads} --params {params.p:q} > {log} 2>&1"

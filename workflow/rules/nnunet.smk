@@ -70,13 +70,14 @@ rule nnunet_train:
 
 rule nnunet_predict:
     input:
-        lambda w: nnunet_trained(w.dataset, [w.configuration]),
+        trained=lambda w: nnunet_trained(w.dataset, [w.configuration]),
+        cases=shard_cases,
     output:
-        directory(L.prediction_dir("nnunet_{configuration}", "{dataset}")),
+        directory(S.prediction_dir("nnunet_{configuration}", "{dataset}")),
     log:
-        L.log("nnunet/predict.{dataset}.{configuration}"),
+        L.log("nnunet/predict.{dataset}.{configuration}.{shard}"),
     benchmark:
-        L.benchmark("nnunet_predict.{dataset}.{configuration}")
+        L.benchmark("nnunet_predict.{dataset}.{configuration}.{shard}")
     conda:
         ENV
     resources:
@@ -93,7 +94,7 @@ rule nnunet_predict:
             }
         ),
     shell:
-        "{params.cli} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
+        "{params.cli} --shard {wildcards.shard} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
         " --params {params.p:q} > {log} 2>&1"
 
 
@@ -122,13 +123,14 @@ rule nnunet_select:
 
 rule nnunet_predict_best:
     input:
-        L.nnunet_best_done("{dataset}"),
+        best=L.nnunet_best_done("{dataset}"),
+        cases=shard_cases,
     output:
-        directory(L.prediction_dir("nnunet_best", "{dataset}")),
+        directory(S.prediction_dir("nnunet_best", "{dataset}")),
     log:
-        L.log("nnunet/predict.{dataset}.best"),
+        L.log("nnunet/predict.{dataset}.best.{shard}"),
     benchmark:
-        L.benchmark("nnunet_predict.{dataset}.best")
+        L.benchmark("nnunet_predict.{dataset}.best.{shard}")
     conda:
         ENV
     resources:
@@ -145,4 +147,4 @@ rule nnunet_predict_best:
             }
         ),
     shell:
-        "{params.cli} nnunet predict_best --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} --shard {wildcards.shard} nnunet predict_best --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"

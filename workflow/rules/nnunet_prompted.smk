@@ -73,14 +73,14 @@ rule nnunet_prompted_predict:
     input:
         trained=lambda w: nnunet_prompted_trained(w.dataset, [w.configuration]),
         # the test cases' box channels: the very boxes box-prompted SAM gets
-        prompts=L.prompts("{dataset}", "box"),
-        preprocessed=L.preprocessed_dir("{dataset}"),
+        prompts=S.prompts("{dataset}", "box"),
+        cases=shard_cases,
     output:
-        directory(L.prediction_dir("nnunet_prompted_{configuration}", "{dataset}")),
+        directory(S.prediction_dir("nnunet_prompted_{configuration}", "{dataset}")),
     log:
-        L.log("nnunet/predict.{dataset}.prompted.{configuration}"),
+        L.log("nnunet/predict.{dataset}.prompted.{configuration}.{shard}"),
     benchmark:
-        L.benchmark("nnunet_predict.{dataset}.prompted.{configuration}")
+        L.benchmark("nnunet_predict.{dataset}.prompted.{configuration}.{shard}")
     conda:
         ENV
     resources:
@@ -93,5 +93,5 @@ rule nnunet_prompted_predict:
             w, nnunet=NNUNET_PREDICTION, folds=NNUNET_FOLDS
         ),
     shell:
-        "{params.cli} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
+        "{params.cli} --shard {wildcards.shard} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
         " --params {params.p:q} > {log} 2>&1"

@@ -1,14 +1,14 @@
-# Prompts: simulated from the ground truth once per dataset and protocol, reused by every method; derived
-# (automatic) protocols are made from their source run's predictions of the test cases.
+# Prompts: simulated from the ground truth once per dataset, protocol and shard, reused by every method;
+# derived (automatic) protocols are made from their source run's predictions of the test cases.
 
 
 rule prompts:
     input:
-        L.preprocessed_dir("{dataset}"),
+        cases=shard_cases,
     output:
-        L.prompts("{dataset}", "{protocol}"),
+        S.prompts("{dataset}", "{protocol}"),
     log:
-        L.log("prompts/{dataset}.{protocol}"),
+        L.log("prompts/{dataset}.{protocol}.{shard}"),
     wildcard_constraints:
         protocol="|".join(PROTOCOLS),
     conda:
@@ -17,19 +17,20 @@ rule prompts:
         cli=SAMSTUDY,
         p=lambda w: P({"prompts": prompt_settings(w.protocol), "seed": CFG["seed"]}),
     shell:
-        "{params.cli} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
+        "{params.cli} --shard {wildcards.shard} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
         " --params {params.p:q} > {log} 2>&1"
 
 
 rule derived_prompts:
     input:
-        predictions=lambda w: L.prediction_dir(DERIVED[w.protocol]["from"], w.dataset),
-        preprocessed=L.preprocessed_dir("{dataset}"),
-        split=L.dataset_splits("{dataset}"),
+        predictions=lambda w: L.for_shard(w.shard).prediction_dir(
+            DERIVED[w.protocol]["from"], w.dataset
+        ),
+        cases=shard_cases,
     output:
-        L.prompts("{dataset}", "{protocol}"),
+        S.prompts("{dataset}", "{protocol}"),
     log:
-        L.log("prompts/{dataset}.{protocol}"),
+        L.log("prompts/{dataset}.{protocol}.{shard}"),
     wildcard_constraints:
         protocol="|".join(DERIVED) or "^$",
     conda:
@@ -44,5 +45,5 @@ rule derived_prompts:
             }
         ),
     shell:
-        "{params.cli} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
+        "{params.cli} --shard {wildcards.shard} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
         " --params {params.p:q} > {log} 2>&1"

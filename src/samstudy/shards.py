@@ -1,0 +1,168 @@
+"""Shards: a dataset's cases split into `execution.shards` groups, one job per group for every per-case
+stage (embed, embed_adapted, prompts, infer, nnU-Net predict, evaluate, evaluate_clicks), and the cheap
+gather jobs that merge what the next stage reads.
+
+A case's shard is a hash of its id (`paths.shard_of`), so adding a case moves no other. The `shard`
+checkpoint writes, per shard, the list of its cases with a fingerprint of each (its preprocessed slices
+and its manifest row). The sharded jobs take that file as their input instead of the whole dataset's
+files: after a data change, Snakemake re-evaluates the DAG once the checkpoint has run and reruns only
+the shards whose file changed (same bytes: same checksum, no rerun). Results do not depend on the shard
+count: every sharded stage computes each case exactly as an unsharded job would (per-case seeds), and the
+gathers put the cases back in the whole dataset's order.
+
+Torch-free (the checkpoint and the gathers are small CPU jobs).
+"""
+
+from __future__ import annotations
+
+import filecmp
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from samstudy.io import read_json, sha256_file, sha256_json, write_json, write_parquet
+from samstudy.paths import Layout, shard_names, shard_of
+
+log = logging.getLogger(__name__)
+
+
+class ShardError(RuntimeError):
+    """A shard's files disagree with each other or with the dataset (stale or mixed results)."""
+
+
+def write_shard_cases(layout: Layout, dataset: str, count: int) -> list[str]:
+    """Write the `count` shard files of one dataset: each shard's cases (in manifest order) with the
+    SHA-256 of their preprocessed slices and of their manifest row, and whether they are test cases
+    (and the SHA-256 of the dataset's info: its labels)."""
+    from samstudy.splits import cases_in, load_split
+
+    table = pd.read_parquet(layout.ingest_table(dataset))  # stored paths: a moved folder keeps its shards
+    test = set(cases_in(load_split(layout, dataset), "test"))
+    groups: list[list[dict]] = [[] for _ in range(count)]
+    for row in table.to_dict("records"):
+        case = row["case_id"]
+        groups[shard_of(case, count)].append(
+            {
+                "case_id": case,
+                "test": case in test,
+                "preprocessed_sha256": sha256_file(layout.preprocessed_case(dataset, case)),
+                "row_sha256": sha256_json(row),
+            }
+        )
+    info = sha256_file(layout.ingest_info(dataset))  # label names and values: every case's scoring
+    written = []
+    for name, cases in zip(shard_names(count), groups, strict=True):
+        path = layout.for_shard(name).shard_cases(dataset)
+        write_json(path, {"dataset": dataset, "shard": name, "info_sha256": info, "cases": cases})
+        written.append(path)
+    log.info("%s: %d cases in %d shards (%s)", dataset, len(table), count, [len(g) for g in groups])
+    return written
+
+
+def select(layout: Layout, dataset: str, cases: list[str]) -> list[str]:
+    """The cases of `cases` this layout's job handles: all of them unsharded; in a sharded job those of its
+    shard, checked against the shard file the checkpoint wrote (a job never works from a stale list)."""
+    chosen = layout.select(cases)
+    if layout.shard is None:
+        return chosen
+    path = layout.shard_cases(dataset)
+    listed = [c["case_id"] for c in read_json(path)["cases"]]
+    expected = [c for c in listed if c in set(cases)]
+    if sorted(expected) != sorted(chosen):
+        raise ShardError(
+            f"{path}: lists {len(expected)} of these cases, the dataset has {len(chosen)} in shard "
+            f"{layout.shard}: the shard file is stale; rerun the workflow"
+        )
+    return chosen
+
+
+def _shard_layouts(layout: Layout, count: int) -> list[Layout]:
+    return [layout.for_shard(name) for name in shard_names(count)]
+
+
+def gather_embed(layout: Layout, model: str, dataset: str, count: int) -> dict:
+    """One dataset's embedding index from its shards' (the cases in manifest order): what `train` reads."""
+    order = list(pd.read_parquet(layout.ingest_table(dataset), columns=["case_id"])["case_id"])
+    parts = [read_json(s.embed_index(model, dataset)) for s in _shard_layouts(layout, count)]
+    weights = {p["model_sha256"] for p in parts}
+    if len(weights) != 1:
+        raise ShardError(f"{dataset}: the shards of {model}'s embeddings come from different weights {weights}")
+    cases = {case: entry for p in parts for case, entry in p["cases"].items()}
+    merged = {
+        "dataset": dataset,
+        "model": model,
+        "model_sha256": weights.pop(),
+        "cases": {case: cases[case] for case in order if case in cases},
+    }
+    write_json(layout.embed_index(model, dataset), merged)
+    return merged
+
+
+def _link_tree(src: Path, dst: Path) -> int:
+    """Hard-link (copy across file systems) every file of src into dst; a file two shards both wrote (the
+    run record) must be the same in both."""
+    n = 0
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dst / path.relative_to(src)
+        if target.exists():
+            if not filecmp.cmp(path, target, shallow=False):
+                raise ShardError(f"{target}: the shards wrote different versions of this file ({path})")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+        n += 1
+    return n
+
+
+def _merge_metrics(frames: list[pd.DataFrame], order: list[str], columns: list[str]) -> pd.DataFrame:
+    """The shards' metric rows in the whole dataset's case order (each case's rows in their own order),
+    built as the unsharded evaluate builds its frame."""
+    position = {case: i for i, case in enumerate(order)}
+    records = [r for frame in frames for r in frame.to_dict("records")]
+    records = [records[i] for i in np.argsort([position[r["case_id"]] for r in records], kind="stable")]
+    return pd.DataFrame(records, columns=columns)
+
+
+def gather_run(layout: Layout, run: str, dataset: str, count: int) -> pd.DataFrame:
+    """One run on one dataset from its shards: the predictions folder (hard links) and the metrics."""
+    from samstudy.evaluate import METRIC_COLUMNS
+    from samstudy.splits import eval_cases
+
+    shards = _shard_layouts(layout, count)
+    out = Path(layout.prediction_dir(run, dataset))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.", dir=out.parent))  # complete, then renamed into place
+    try:
+        files = sum(_link_tree(Path(s.prediction_dir(run, dataset)), tmp) for s in shards)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    frame = _merge_metrics(
+        [pd.read_parquet(s.run_metrics(run, dataset)) for s in shards], eval_cases(layout, dataset), METRIC_COLUMNS
+    )
+    write_parquet(layout.run_metrics(run, dataset), frame)
+    log.info("gather %s/%s: %d shards, %d files, %d metric rows", run, dataset, count, files, len(frame))
+    return frame
+
+
+def gather_clicks(layout: Layout, run: str, dataset: str, count: int) -> pd.DataFrame:
+    """A clicks run's per-click metrics from its shards."""
+    from samstudy.evaluate import CLICK_COLUMNS
+    from samstudy.splits import eval_cases
+
+    frame = _merge_metrics(
+        [pd.read_parquet(s.run_click_metrics(run, dataset)) for s in _shard_layouts(layout, count)],
+        eval_cases(layout, dataset),
+        CLICK_COLUMNS,
+    )
+    write_parquet(layout.run_click_metrics(run, dataset), frame)
+    return frame
