@@ -198,3 +198,112 @@ def test_propagate_matches_medsams_sam2_3d_protocol_on_the_official_predictors(m
         assert (theirs == value).sum() > 0
         assert dice(ours == value, theirs == value) >= 0.98, value
     print("propagate: voxels differing from the official loop:", int((ours != theirs).sum()), "of", ours.size)
+
+
+def _snakemake(workdir, *args: str, timeout: int = 900) -> str:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
+def _workflow_copy(work):
+    import os
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("Snakefile", "workflow", "config", "envs"):
+        src = repo / name
+        (shutil.copytree(src, work / name) if src.is_dir() else shutil.copy(src, work / name))
+    os.symlink("workflow/profiles", work / "profiles")
+    return work
+
+
+@pytest.mark.slow
+def test_example_config_dry_run_has_sam2_jobs(tmp_path):
+    import re
+
+    out = _snakemake(_workflow_copy(tmp_path), "-n", "--configfile", "config/examples/sam2.yaml")
+    jobs = []  # (rule, wildcards) of every planned job
+    for rule, wildcards in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", out, re.M):
+        jobs.append((rule, dict(pair.split("=", 1) for pair in wildcards.split(", "))))
+    embedded = {w["dataset"] for rule, w in jobs if rule == "embed" and w.get("model") == "sam2"}
+    assert embedded == {"phantom", "skin2d", "mni152"}
+    propagated = {(w["method"], w["dataset"]) for rule, w in jobs if rule == "infer" and w["protocol"] == "propagate"}
+    assert {m for m, _ in propagated} == {"sam2_zeroshot", "sam2_decoder"}  # LiteMedSAM methods: no propagate
+    assert {d for _, d in propagated} == {"phantom", "skin2d", "mni152"}
+    assert any(rule == "train" and w.get("method") == "sam2_decoder" for rule, w in jobs)
+
+
+@pytest.mark.slow
+def test_small_sam2_study_runs_end_to_end(tmp_path):
+    """A real run (random-init Hiera-T at 128, four tiny phantom cases): embed, prompts, decoder training
+    from the cached SAM 2 features, propagate inference, evaluation, report.
+    (2D box inference is held against the official predictor above.)"""
+    import json
+
+    import pandas as pd
+    import SimpleITK as sitk
+    import yaml
+
+    from tests.conftest import TINY_PHANTOM
+
+    work = _workflow_copy(tmp_path)
+    phantom = {**TINY_PHANTOM, "scans_per_patient": 1}
+    study = {
+        "results_dir": "results",
+        "cache_dir": "cache",
+        "seed": 7,
+        "datasets": [
+            {
+                "name": "phantom",
+                "format": "synthetic",
+                "modality": "CT",
+                "patient_id": r"^(pat\d+)",
+                "synthetic": phantom,
+            }
+        ],
+        "splits": {"test_fraction": 0.25, "val_fraction": 0.34},
+        "embed": {"slices": "needed"},
+        "models": {"sam2": {"type": "sam2.1_hiera_t", "image_size": 128, "random_init": True}},
+        "prompts": {"protocols": ["propagate"], "derived": {}},
+        "methods": {"sam2_zeroshot": {"model": "sam2"}, "sam2_decoder": {"model": "sam2", "adaptation": "decoder"}},
+        "train": {"epochs": 1},
+        "nnunet": {"enabled": False},
+    }
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(study))
+    _snakemake(work)
+    results = work / "results"
+    metrics = pd.read_parquet(results / "metrics.parquet")
+    assert set(metrics["run"]) == {"sam2_zeroshot.propagate", "sam2_decoder.propagate"}
+    manifest = pd.read_parquet(results / "manifest.parquet").set_index("case_id")
+    folder = results / "predictions" / "sam2_zeroshot.propagate" / "phantom"
+    cases = sorted(folder.glob("*.nii.gz"))
+    assert cases
+    for path in cases:
+        case = path.name.removesuffix(".nii.gz")
+        pred, ref = sitk.ReadImage(str(path)), sitk.ReadImage(str(results / manifest.loc[case, "label"]))
+        assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == ref.GetSpacing()
+        assert pred.GetOrigin() == ref.GetOrigin() and pred.GetDirection() == ref.GetDirection()
+        record = json.loads((folder / "prompts" / f"{case}.json").read_text())
+        for obj in record["objects"]:
+            s0, s1 = obj["box3d"][2], obj["box3d"][5]
+            assert obj["prompt_slice"] == s0 + (s1 - s0 + 1) // 2
+            assert obj["slices"]["forward"][0] == obj["slices"]["reverse"][0] == obj["prompt_slice"]
+            assert sorted(obj["slices"]["forward"] + obj["slices"]["reverse"][1:]) == list(range(s0, s1 + 1))
+    info = json.loads((folder / "run.json").read_text())
+    assert info["family"] == "sam2.1_hiera_t" and info["image_size"] == 128

@@ -17,6 +17,11 @@
   that class map (`classes`). Trained: the mask decoder and the prompt encoder's no-mask embedding (the
   only prompt-encoder tensor a prompt-free forward uses; SAMed trains the whole prompt encoder).
 
+SAM 2 models (Hiera) run ``decoder`` only (config validation says so): its mask decoder trained from the
+cached features, less the ``conv_s0``/``conv_s1`` projections that make the cached high-resolution
+features; ``promptfree`` builds a segment_anything decoder, and LoRA, adapters and full fine-tuning are
+not verified on Hiera yet.
+
 Every method works with SAM's ViT (segment_anything ``Block``) and LiteMedSAM's TinyViT
 (``TinyViTBlock``): both have blocks with ``attn`` (with a ``qkv`` and a ``proj`` linear) and ``mlp``.
 New layers start as the identity (LoRA's B and the adapters' up-projections are zero), so training starts
@@ -221,8 +226,14 @@ def add_layers(model: LoadedModel, adaptation: str, options: dict, classes: list
     model.sam.to(device)
 
 
+# SAM 2 (samstudy.families.sam2): its mask decoder, less conv_s0/conv_s1, which make the high-resolution
+# features the embedding cache holds (forward_image runs them): training them would stale the cache.
+SAM2_DECODER = "model.sam_mask_decoder."
+SAM2_CACHED = ("model.sam_mask_decoder.conv_s0.", "model.sam_mask_decoder.conv_s1.")
+
+
 def _is_trained(name: str, adaptation: str) -> bool:
-    if name.startswith("mask_decoder."):
+    if name.startswith("mask_decoder.") or (name.startswith(SAM2_DECODER) and not name.startswith(SAM2_CACHED)):
         return True
     if adaptation == PROMPTFREE:
         return name.startswith(NO_MASK_EMBED)
