@@ -46,3 +46,4 @@ rule all:
     input:
         L.report(),
         L.summary(),
+        GATHERED,

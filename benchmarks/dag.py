@@ -4,10 +4,12 @@ Builds a study of N tiny synthetic cases (default 1000), runs the CPU-cheap part
 completion (ingest, manifest, splits, preprocess, prompts, nnU-Net export), then times
   - noop_dry_run_s: `snakemake -n` for those finished targets (nothing to do), and
   - dag_build_s:    `snakemake -n` for the whole study (DAG of every job still to run).
-Jobs are per dataset (cases are looped inside a job, with per-case caching), so the DAG does not grow
-with the case count; the benchmark shows what that costs and buys. Target: both <= 10 s.
+Unsharded, jobs are per dataset (cases are looped inside a job, with per-case caching), so the DAG does
+not grow with the case count. Then the same with `execution.shards` (default 10,000 cases in 64 shards):
+the cheap part includes the `shard` checkpoint and the 64 prompts jobs, and the full DAG has a job per
+shard of every per-case stage; `sharded` also records the dry run's peak memory. Target: <= 10 s.
 
-    python benchmarks/dag.py [--cases 1000]
+    python benchmarks/dag.py [--cases 1000] [--sharded-cases 10000 --shards 64]
 
 Writes benchmarks/results/dag.json.
 """
@@ -28,31 +30,40 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CHEAP_TARGETS = [
-    "results/manifest.parquet",
-    "results/splits.json",
-    "results/prompts/many/box.json",
-    "results/nnunet/stamps/many.exported.json",
-]
 
 
-def snakemake(work: Path, *args: str) -> tuple[float, str]:
+def cheap_targets(shards: int) -> list[str]:
+    """The CPU-cheap part of the study: ingest, manifest, splits, preprocess, shards, prompts, nnU-Net export."""
+    from samstudy.paths import Layout, shard_names
+
+    layout = Layout("results")
+    return [
+        "results/manifest.parquet",
+        "results/splits.json",
+        *[layout.for_shard(name).prompts("many", "box") for name in shard_names(shards)],
+        "results/nnunet/stamps/many.exported.json",
+    ]
+
+
+def snakemake(work: Path, *args: str) -> tuple[float, str, float]:
+    """Seconds, output and peak RSS (MiB) of one snakemake run (os.wait4: this child's own peak)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=work, env=env, capture_output=True, text=True
-    )
-    seconds = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=work, env=env, stdout=log, stderr=log
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        out = log.read()
     if proc.returncode != 0:
-        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
-    return seconds, proc.stdout + proc.stderr
+        raise RuntimeError(out[-6000:])
+    return seconds, out, usage.ru_maxrss / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=1000)
-    parser.add_argument("--out", default=str(REPO / "benchmarks/results/dag.json"))
-    args = parser.parse_args()
+def measure(cases: int, shards: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in ("Snakefile", "workflow", "config", "envs"):
@@ -65,29 +76,53 @@ def main() -> None:
                     "name": "many",
                     "format": "synthetic",
                     "modality": "CT",
-                    "synthetic": {"n_patients": args.cases, "shape": [16, 16, 8], "noise_hu": 5.0},
+                    "synthetic": {"n_patients": cases, "shape": [16, 16, 8], "noise_hu": 5.0},
                 }
             ],
+            "execution": {"shards": shards},
         }
         (work / "config" / "config.yaml").write_text(
             yaml.safe_dump({**yaml.safe_load((REPO / "config/config.yaml").read_text()), **study})
         )
-        build_s, _ = snakemake(work, *CHEAP_TARGETS)
-        noop_s, noop_out = snakemake(work, "-n", *CHEAP_TARGETS)
+        targets = cheap_targets(shards)
+        build_s, _, _ = snakemake(work, *targets)
+        noop_s, noop_out, noop_rss = snakemake(work, "-n", *targets)
         assert "Nothing to be done" in noop_out, noop_out[-2000:]
-        dag_s, dag_out = snakemake(work, "-n")
+        dag_s, dag_out, dag_rss = snakemake(work, "-n")
         jobs = int(re.search(r"^total\s+(\d+)$", dag_out, re.M).group(1))
-    result = {
-        "cases": args.cases,
+    return {
+        "cases": cases,
+        "shards": shards,
         "noop_dry_run_s": noop_s,
         "dag_build_s": dag_s,
-        "jobs_in_full_dag": jobs,
+        "jobs": jobs,
+        "peak_rss_mb": max(noop_rss, dag_rss),
         "cheap_part_run_s": build_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--sharded-cases", type=int, default=10000)
+    parser.add_argument("--shards", type=int, default=64)
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/dag.json"))
+    args = parser.parse_args()
+    plain = measure(args.cases, 1)
+    sharded = measure(args.sharded_cases, args.shards)
+    result = {
+        "cases": plain["cases"],
+        "noop_dry_run_s": plain["noop_dry_run_s"],
+        "dag_build_s": plain["dag_build_s"],
+        "jobs_in_full_dag": plain["jobs"],
+        "cheap_part_run_s": plain["cheap_part_run_s"],
+        "sharded": sharded,
         "target_s": 10.0,
     }
-    print(f"{'measure':<34}{'value':>10}")
-    for key in ("cases", "cheap_part_run_s", "noop_dry_run_s", "dag_build_s", "jobs_in_full_dag"):
-        print(f"{key:<34}{result[key]:>10.2f}" if isinstance(result[key], float) else f"{key:<34}{result[key]:>10}")
+    print(f"{'measure':<20}{'unsharded':>12}{'sharded':>12}")
+    for key in ("cases", "shards", "cheap_part_run_s", "noop_dry_run_s", "dag_build_s", "jobs", "peak_rss_mb"):
+        cells = [plain[key], sharded[key]]
+        print(f"{key:<20}" + "".join(f"{v:>12.2f}" if isinstance(v, float) else f"{v:>12}" for v in cells))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 

@@ -73,8 +73,8 @@ def _files(folder: Path) -> dict[str, Path]:
 
 def test_three_shards_and_their_gathers_give_the_unsharded_bytes_and_metrics(study, tiny_model, tmp_path):
     """Every sharded stage (embed, prompts, infer with box and clicks, evaluate, evaluate_clicks) run per
-    shard, then gathered: the same prediction files (bytes), click records, embedding index and metrics
-    as one unsharded pass."""
+    shard, then gathered: the same prediction files (bytes), click records, embedding index, prompts and
+    metrics as one unsharded pass."""
     cfg, layout = study
     cfg["prompts"]["clicks"] = {**cfg["prompts"]["clicks"], "rounds": 2}
     _run_stages(layout, cfg, "phantom")
@@ -93,6 +93,8 @@ def test_three_shards_and_their_gathers_give_the_unsharded_bytes_and_metrics(stu
     for run in ("zeroshot.box", "zeroshot.clicks"):
         shards.gather_run(layout, run, "phantom", 3)
     shards.gather_clicks(layout, "zeroshot.clicks", "phantom", 3)
+    for protocol in ("box", "clicks"):
+        shards.gather_prompts(layout, protocol, "phantom", 3)
 
     results = Path(layout.results_dir)
     for run in ("zeroshot.box", "zeroshot.clicks"):
@@ -110,6 +112,9 @@ def test_three_shards_and_their_gathers_give_the_unsharded_bytes_and_metrics(stu
     )
     index = Path(layout.embed_index("litemedsam", "phantom")).read_bytes()
     assert index == (whole / "embeddings/litemedsam/phantom.json").read_bytes()
+    for protocol in ("box", "clicks"):
+        prompts = Path(layout.prompts("phantom", protocol)).read_bytes()
+        assert prompts == (whole / "prompts" / "phantom" / f"{protocol}.json").read_bytes()
 
 
 def test_a_stale_shard_file_or_diverging_shards_are_errors(study, tmp_path):

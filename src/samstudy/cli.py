@@ -130,7 +130,12 @@ def _shard(a, p, layout):
 def _gather(a, p, layout):
     from samstudy import shards
 
-    gather = {"embed": shards.gather_embed, "run": shards.gather_run, "clicks": shards.gather_clicks}[a.what]
+    gather = {
+        "embed": shards.gather_embed,
+        "prompts": shards.gather_prompts,
+        "run": shards.gather_run,
+        "clicks": shards.gather_clicks,
+    }[a.what]
     gather(layout, a.name, a.dataset, p["shards"])
 
 
@@ -184,7 +189,7 @@ VERBS = {
     ),
     "gather": (
         _gather,
-        "merge one dataset's shards: embed (the embedding index), run (predictions + metrics), clicks",
+        "merge one dataset's shards: embed (embedding index), prompts, run (predictions + metrics), clicks",
         ["what", "dataset", "name"],
     ),
     "summarize": (_summarize, "merge metrics into metrics.parquet and summary.json", []),
@@ -230,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
             if arg == "step":
                 p.add_argument("step", choices=["export", "plan", "train", "predict", "select", "predict_best"])
             elif arg == "what":
-                p.add_argument("what", choices=["embed", "run", "clicks"])
+                p.add_argument("what", choices=["embed", "prompts", "run", "clicks"])
             elif arg == "threads":  # the job's cores (Snakemake's {threads}): not a param, no rerun
                 p.add_argument(
                     "--threads",

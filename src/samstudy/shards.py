@@ -103,6 +103,25 @@ def gather_embed(layout: Layout, model: str, dataset: str, count: int) -> dict:
     return merged
 
 
+def gather_prompts(layout: Layout, protocol: str, dataset: str, count: int) -> dict:
+    """One dataset's prompts of one protocol from its shards', in the order an unsharded job writes them
+    (the manifest's for prompts from the ground truth, the test cases' for prompts derived from a run)."""
+    from samstudy.splits import eval_cases
+
+    parts = [read_json(s.prompts(dataset, protocol)) for s in _shard_layouts(layout, count)]
+    common = [{k: v for k, v in p.items() if k != "cases"} for p in parts]
+    if any(c != common[0] for c in common):
+        raise ShardError(f"{dataset}/{protocol}: the shards' prompts were made with different settings")
+    if common[0].get("from_ground_truth", True):
+        order = list(pd.read_parquet(layout.ingest_table(dataset), columns=["case_id"])["case_id"])
+    else:
+        order = eval_cases(layout, dataset)
+    cases = {case: prompts for p in parts for case, prompts in p["cases"].items()}
+    merged = {**common[0], "cases": {case: cases[case] for case in order if case in cases}}
+    write_json(layout.prompts(dataset, protocol), merged)
+    return merged
+
+
 def _link_tree(src: Path, dst: Path) -> int:
     """Hard-link (copy across file systems) every file of src into dst; a file two shards both wrote (the
     run record) must be the same in both."""

@@ -1,5 +1,6 @@
 """The same workflow submitted to a real single-node Slurm (started by tests/e2e/slurm.sh) gives the
-same outputs as a local run: ingest, preprocess, embed, prompts, one inference and its evaluation."""
+same outputs as a local run: ingest, preprocess, embed, prompts, one inference and its evaluation. The
+cluster run cuts the dataset into 2 shards (two embed and two infer Slurm jobs); the local one does not."""
 
 from __future__ import annotations
 
@@ -44,13 +45,13 @@ def slurm():
     subprocess.run(["bash", str(REPO / "tests/e2e/slurm.sh"), "stop"], check=False, timeout=60)
 
 
-def _workdir(root: Path) -> Path:
+def _workdir(root: Path, shards: int = 1) -> Path:
     root.mkdir()
     for name in ("Snakefile", "workflow", "config", "envs"):
         src = REPO / name
         (shutil.copytree(src, root / name) if src.is_dir() else shutil.copy(src, root / name))
     os.symlink("workflow/profiles", root / "profiles")
-    (root / "study.yaml").write_text(yaml.safe_dump(SMALL_STUDY))
+    (root / "study.yaml").write_text(yaml.safe_dump({**SMALL_STUDY, "execution": {"shards": shards}}))
     return root
 
 
@@ -78,7 +79,7 @@ def _run(work: Path, *args: str) -> str:
 def test_slurm_run_submits_every_job_and_matches_a_local_run(slurm, tmp_path):
     local = _workdir(tmp_path / "local")
     _run(local, "--cores", "2")
-    cluster = _workdir(tmp_path / "cluster")
+    cluster = _workdir(tmp_path / "cluster", shards=2)
     # The test node has 2 CPUs: the profile's GPU rules ask for more CPUs per GPU, so they are lowered here.
     out = _run(
         cluster,
@@ -99,10 +100,15 @@ def test_slurm_run_submits_every_job_and_matches_a_local_run(slurm, tmp_path):
         "--set-resources",
         "embed:cpus_per_gpu=1",
         "infer:cpus_per_gpu=1",
+        "--set-threads",
+        "embed=1",
+        "infer=1",
     )
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
     ran = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", out)
     assert len(submitted) >= 7 and len(submitted) == len([r for r in ran if r != "all"]), out[-3000:]
+    # one Slurm job per shard of the GPU stages (each asks for its own GPU)
+    assert ran.count("embed") == 2 and ran.count("infer") == 2, ran
     local_metrics = pd.read_parquet(local / TARGET).sort_values(["case_id", "label"]).reset_index(drop=True)
     cluster_metrics = pd.read_parquet(cluster / TARGET).sort_values(["case_id", "label"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(local_metrics, cluster_metrics)

@@ -311,3 +311,19 @@ def nnunet_prompted_train_inputs(wildcards):
     if wildcards.configuration == "3d_cascade_fullres":
         inputs += nnunet_prompted_trained(wildcards.dataset, ["3d_lowres"])
     return inputs
+
+
+# The shards' per-case artifacts gathered at their documented places for every dataset (the embedding
+# index of each base model, the prompts of each protocol), beside the predictions and metrics.
+GATHERED = sorted(
+    {
+        L.embed_index(CFG["methods"][RUNS[r]["method"]]["model"], d)
+        for r, d in EVAL_PARTS
+        if RUNS[r]["model"] != "nnunet" and not adapts_encoder(RUNS[r]["method"])
+    }
+    | {
+        L.prompts(d, RUNS[r]["protocol"])
+        for r, d in EVAL_PARTS
+        if RUNS[r]["model"] != "nnunet" and RUNS[r]["protocol"] != "none"
+    }
+)

@@ -50,6 +50,7 @@ rule nnunet_train:
         L.benchmark("nnunet_train.{dataset}.{configuration}.fold{fold}")
     conda:
         ENV
+    threads: 2
     resources:
         gpu=1,
         mem_mb=32000,
@@ -65,7 +66,7 @@ rule nnunet_train:
         ),
     shell:
         "{params.cli} nnunet train --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
-        " --fold {wildcards.fold} --params {params.p:q} > {log} 2>&1"
+        " --fold {wildcards.fold} --threads {threads} --params {params.p:q} > {log} 2>&1"
 
 
 rule nnunet_predict:
@@ -80,6 +81,7 @@ rule nnunet_predict:
         L.benchmark("nnunet_predict.{dataset}.{configuration}.{shard}")
     conda:
         ENV
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -95,7 +97,7 @@ rule nnunet_predict:
         ),
     shell:
         "{params.cli} --shard {wildcards.shard} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
-        " --params {params.p:q} > {log} 2>&1"
+        " --threads {threads} --params {params.p:q} > {log} 2>&1"
 
 
 # nnU-Net's own model choice: find_best_configuration on the cross-validation of the trained folds.
@@ -133,6 +135,7 @@ rule nnunet_predict_best:
         L.benchmark("nnunet_predict.{dataset}.best.{shard}")
     conda:
         ENV
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -147,4 +150,4 @@ rule nnunet_predict_best:
             }
         ),
     shell:
-        "{params.cli} --shard {wildcards.shard} nnunet predict_best --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} --shard {wildcards.shard} nnunet predict_best --dataset {wildcards.dataset} --threads {threads} --params {params.p:q} > {log} 2>&1"

@@ -57,6 +57,7 @@ rule nnunet_prompted_train:
         L.benchmark("nnunet_train.{dataset}.prompted.{configuration}.fold{fold}")
     conda:
         ENV
+    threads: 2
     resources:
         gpu=1,
         mem_mb=32000,
@@ -66,7 +67,7 @@ rule nnunet_prompted_train:
         p=lambda w: nnunet_prompted_params(w, nnunet=NNUNET_TRAINING, seed=CFG["seed"]),
     shell:
         "{params.cli} nnunet train --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
-        " --fold {wildcards.fold} --params {params.p:q} > {log} 2>&1"
+        " --fold {wildcards.fold} --threads {threads} --params {params.p:q} > {log} 2>&1"
 
 
 rule nnunet_prompted_predict:
@@ -83,6 +84,7 @@ rule nnunet_prompted_predict:
         L.benchmark("nnunet_predict.{dataset}.prompted.{configuration}.{shard}")
     conda:
         ENV
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -94,4 +96,4 @@ rule nnunet_prompted_predict:
         ),
     shell:
         "{params.cli} --shard {wildcards.shard} nnunet predict --dataset {wildcards.dataset} --configuration {wildcards.configuration}"
-        " --params {params.p:q} > {log} 2>&1"
+        " --threads {threads} --params {params.p:q} > {log} 2>&1"

@@ -47,3 +47,22 @@ rule derived_prompts:
     shell:
         "{params.cli} --shard {wildcards.shard} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
         " --params {params.p:q} > {log} 2>&1"
+
+
+rule gather_prompts:
+    input:
+        shards=sharded(S.prompts("{dataset}", "{protocol}")),
+        table=L.ingest_table("{dataset}"),
+        split=L.dataset_splits("{dataset}"),
+    output:
+        L.prompts("{dataset}", "{protocol}"),
+    log:
+        L.log("prompts/{dataset}.{protocol}.gather"),
+    conda:
+        ENV
+    params:
+        cli=SAMSTUDY,
+        p=P({"shards": SHARDS}),
+    shell:
+        "{params.cli} gather prompts --dataset {wildcards.dataset} --name {wildcards.protocol}"
+        " --params {params.p:q} > {log} 2>&1"

@@ -13,6 +13,7 @@ rule train:
         L.benchmark("train.{method}")
     conda:
         ENV
+    threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
@@ -29,4 +30,4 @@ rule train:
             }
         ),
     shell:
-        "{params.cli} train --method {wildcards.method} --params {params.p:q} > {log} 2>&1"
+        "{params.cli} train --method {wildcards.method} --threads {threads} --params {params.p:q} > {log} 2>&1"
