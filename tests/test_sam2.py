@@ -307,3 +307,30 @@ def test_small_sam2_study_runs_end_to_end(tmp_path):
             assert sorted(obj["slices"]["forward"] + obj["slices"]["reverse"][1:]) == list(range(s0, s1 + 1))
     info = json.loads((folder / "run.json").read_text())
     assert info["family"] == "sam2.1_hiera_t" and info["image_size"] == 128
+
+
+def test_config_names_sam2_types_and_rejects_what_they_do_not_run(tmp_path):
+    from samstudy import config as samstudy_config
+    from samstudy.families.sam2 import SAM2_CONFIGS
+    from tests.conftest import study_config
+
+    enum = samstudy_config.schema()["properties"]["models"]["additionalProperties"]["properties"]["type"]["enum"]
+    assert set(samstudy_config.SAM2_TYPES) == set(SAM2_CONFIGS) <= set(enum)
+    sam2 = {"type": "sam2.1_hiera_t", "image_size": 256, "random_init": True}
+    cfg = study_config(
+        tmp_path,
+        models={"lite": {"type": "litemedsam"}, "sam2": sam2},
+        methods={"lite": {"model": "lite"}, "s2": {"model": "sam2"}, "s2d": {"model": "sam2", "adaptation": "decoder"}},
+        prompts={"protocols": ["box", "propagate"]},
+    )
+    assert samstudy_config.runs_protocol(cfg, "s2", "propagate") and samstudy_config.runs_protocol(cfg, "lite", "box")
+    assert not samstudy_config.runs_protocol(cfg, "lite", "propagate")  # SAM 2's memory only
+    for adaptation in ("lora", "adapter", "full", "promptfree"):
+        with pytest.raises(samstudy_config.ConfigError, match=f"adaptation '{adaptation}' is not built for SAM 2"):
+            study_config(tmp_path, models={"sam2": sam2}, methods={"m": {"model": "sam2", "adaptation": adaptation}})
+    with pytest.raises(samstudy_config.ConfigError, match="needs a 'checkpoint' path"):
+        study_config(tmp_path, models={"sam2": {"type": "medsam2"}}, methods={"m": {"model": "sam2"}})
+    with pytest.raises(samstudy_config.ConfigError, match="image_size applies to the SAM 2 types only"):
+        study_config(
+            tmp_path, models={"lite": {"type": "litemedsam", "image_size": 256}}, methods={"m": {"model": "lite"}}
+        )
