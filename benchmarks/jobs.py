@@ -86,6 +86,8 @@ def build_study(root: Path) -> dict[str, list[str]]:
         "splits": ["splits", "--params", as_param({"datasets": ["bench"]})],
         "preprocess": ["preprocess", "--params", as_param({"dataset": ds, "preprocess": cfg["preprocess"]})],
         "prompts": ["prompts", *data, "--protocol", "box", "--params", as_param({"prompts": settings, "seed": seed})],
+        "shard": ["shard", *data, "--params", as_param({"shards": 2})],
+        "gather": ["gather", "prompts", *data, "--name", "box", "--params", as_param({"shards": 2})],
         "prompts_derived": [
             "prompts",
             *data,
@@ -126,8 +128,10 @@ def build_study(root: Path) -> dict[str, list[str]]:
     }
     jobs = {name: base + argv for name, argv in jobs.items()}
     with contextlib.redirect_stdout(sys.stderr):
-        for name in ("ingest", "manifest", "split", "splits", "preprocess", "prompts"):
+        for name in ("ingest", "manifest", "split", "splits", "preprocess", "prompts", "shard"):
             main(jobs[name])
+        for shard in ("0of2", "1of2"):  # the shards' prompts the gather merges
+            main(base + ["--shard", shard] + jobs["prompts"][len(base) :])
         # the predictions the later verbs score: the ground truth put back through the inverse mapping, as
         # a plain run ("gt") and as a clicks run with one click ("gt.clicks")
         rows = load_dataset_table(layout, "bench")[0].set_index("case_id")
@@ -143,7 +147,15 @@ def build_study(root: Path) -> dict[str, list[str]]:
         clicks_metrics = [a if a != "gt" else "gt.clicks" for a in jobs["evaluate"]]
         clicks_metrics[-1] = as_param({"run_info": clicks_info, "evaluate": cfg["evaluate"]})
         main(clicks_metrics)  # the clicks run's own metrics (summarize reads them): not measured
-        for name in ("prompts_derived", "evaluate", "evaluate_clicks", "summarize", "report", "nnunet_export"):
+        for name in (
+            "prompts_derived",
+            "evaluate",
+            "evaluate_clicks",
+            "summarize",
+            "report",
+            "nnunet_export",
+            "gather",
+        ):
             main(jobs[name])
     return jobs
 

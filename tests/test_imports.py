@@ -88,6 +88,17 @@ def test_cpu_jobs_run_without_torch(tmp_path):
         "2",
     )
     job("summarize", {"parts": [["gt", "phantom"]], "seed": cfg["seed"]})
+    job("shard", {"shards": 2}, "--dataset", "phantom")
+    for shard in ("0of2", "1of2"):
+        job(
+            f"--shard {shard} prompts",
+            {"prompts": settings, "seed": cfg["seed"]},
+            "--dataset",
+            "phantom",
+            "--protocol",
+            "box",
+        )
+    job("gather prompts", {"shards": 2}, "--dataset", "phantom", "--name", "box")
     job("nnunet export", {"dataset_id": 901}, "--dataset", "phantom")
     import pandas as pd
 

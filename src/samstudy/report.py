@@ -7,6 +7,7 @@ import html
 import io
 import json
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -286,14 +287,18 @@ def _cost(layout: Layout) -> pd.DataFrame:
         bench = pd.read_csv(tsv, sep="\t")
         rows.append(
             {
-                "job": tsv.stem,
+                # the shards of one stage (name.<k>of<n>) make one row: their summed time, largest memory
+                "job": re.sub(r"\.\d+of\d+$", "", tsv.stem),
+                "jobs": 1,
                 "seconds": float(bench["s"].iloc[0]),
                 "max_rss_mb": float(bench["max_rss"].iloc[0])
                 if "max_rss" in bench and str(bench["max_rss"].iloc[0]) != "-"
                 else float("nan"),
             }
         )
-    return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb"])
+    frame = pd.DataFrame(rows, columns=["job", "jobs", "seconds", "max_rss_mb"])
+    aggregate = {"jobs": "sum", "seconds": "sum", "max_rss_mb": "max"}
+    return frame.groupby("job", sort=True, as_index=False).agg(aggregate)
 
 
 def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
