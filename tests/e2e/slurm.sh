@@ -12,6 +12,9 @@ stop() {
   pkill -x slurmd 2>/dev/null || true
   pkill -x slurmctld 2>/dev/null || true
   pkill -x munged 2>/dev/null || true
+  # Without a controller, every Slurm client call (Snakemake's slurm plugin runs scontrol on every
+  # invocation) waits ~9 s for it; with no config it fails at once. `start` writes the config again.
+  rm -f "$conf_dir/slurm.conf"
 }
 
 if [ "$action" = stop ]; then
