@@ -97,6 +97,22 @@ def test_2d_masks_match_sam2_image_predictor(model, image_predictor):
     masks, _, _ = image_predictor.predict(box=np.array([[40, 30, 99, 79], [10, 85, 39, 109]]), multimask_output=False)
     for k in range(2):
         assert dice(both[k], masks[k, 0] > 0) >= 0.98
+    # a correction round (clicks): box + a click, the previous low-res logits as the mask prompt (the
+    # official predictor returns them clamped to [-32, 32] for that)
+    box = [40, 30, 99, 79]
+    low, _ = decode(model, emb, [{"box": box}], hw)
+    _, _, their_low = image_predictor.predict(box=np.array(box), multimask_output=False)
+    assert np.allclose(low[0].numpy(), their_low, atol=1e-3) and low.abs().max() <= 32
+    second = {"box": box, "points": [[20, 100]], "point_labels": [0]}
+    native = decode(model, emb, [second], hw, mask_input=low)[1][0].numpy() > 0
+    masks, _, _ = image_predictor.predict(
+        point_coords=np.array([[20, 100]]),
+        point_labels=np.array([0]),
+        box=np.array(box),
+        mask_input=their_low,
+        multimask_output=False,
+    )
+    assert dice(native, masks[0] > 0) >= 0.98
 
 
 def test_checkpoints_are_checked(model, tmp_path):

@@ -90,7 +90,7 @@ def decode(
         best = iou.argmax(dim=1)
         low_res = low_res[torch.arange(low_res.shape[0]), best][:, None]
     low_res = low_res.float()
-    return low_res.cpu(), family.postprocess(low_res, hw).cpu()
+    return family.mask_prompt(low_res).cpu(), family.postprocess(low_res, hw).cpu()
 
 
 def decode_prompts(model: LoadedModel, embedding: np.ndarray, prompts: list[dict], hw: tuple[int, int]) -> torch.Tensor:

@@ -58,6 +58,11 @@ class Family:
         """Decoder logits (N, 1, L, L) -> native scores (N, H, W); foreground where score > threshold."""
         raise NotImplementedError
 
+    def mask_prompt(self, low_res: torch.Tensor) -> torch.Tensor:
+        """The decoder's low-res logits as the official predictor returns them for the next round's mask
+        prompt (iterative correction); `postprocess` reads the logits themselves. SAM's are unchanged."""
+        return low_res
+
     def logits_to_native(self, low_res: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """Decoder logits (N, C, L, L) -> logits (N, C, H, W) in the native slice: the geometry of
         `postprocess` (its resizes and crop) without its score function (sigmoid), so that C channels

@@ -239,6 +239,11 @@ class SAM2(Family):
         # _predict (line 431): postprocess_masks(low_res_masks, orig_hw): bilinear to H x W; > 0.0.
         return self.transforms.postprocess_masks(low_res, hw)[:, 0]
 
+    def mask_prompt(self, low_res: torch.Tensor) -> torch.Tensor:
+        # _predict (line 434): the returned low-res logits (a later call's mask_input) are clamped to
+        # [-32, 32]; the masks come from the unclamped ones.
+        return torch.clamp(low_res, -32.0, 32.0)
+
     def logits_to_native(self, low_res: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         return self.transforms.postprocess_masks(low_res, hw)
 
