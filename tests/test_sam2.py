@@ -352,3 +352,26 @@ def test_config_names_sam2_types_and_rejects_what_they_do_not_run(tmp_path):
         study_config(
             tmp_path, models={"lite": {"type": "litemedsam", "image_size": 256}}, methods={"m": {"model": "lite"}}
         )
+
+
+def test_propagate_prompts_from_another_run_are_its_3d_boxes(study):
+    """The automatic source: `prompts.derived: {name: {from: <run>, kind: propagate}}` stores the source
+    run's 3D boxes as `propagate` prompts (inference then runs the propagate protocol on them)."""
+    from samstudy.infer import write_prediction
+    from samstudy.ingest import load_dataset_table
+    from samstudy.preprocess import load_preprocessed
+    from samstudy.prompts import derive_prompts
+    from samstudy.splits import eval_cases
+
+    cfg, layout = study
+    rows = load_dataset_table(layout, "phantom")[0].set_index("case_id")
+    case = eval_cases(layout, "phantom")[0]
+    pred = np.zeros_like(load_preprocessed(layout, "phantom", case)["labels"])
+    pred[2:5, 5:9, 10:20] = 2  # unrelated to the ground truth
+    for other in eval_cases(layout, "phantom"):
+        axis = int(load_preprocessed(layout, "phantom", other)["axis"])  # written as nnU-Net writes them
+        write_prediction(layout.prediction("nnunet_2d", "phantom", other), pred, axis, rows.loc[other])
+    spec = {"from": "nnunet_2d", "kind": "propagate"}
+    artifact = derive_prompts(layout, "phantom", "auto_propagate", spec, {"components": "union"}, 7)
+    assert artifact["kind"] == "propagate" and artifact["source"] == "run:nnunet_2d"
+    assert artifact["cases"][case] == [{"label": 2, "box3d": [10, 5, 2, 19, 8, 4]}]
