@@ -78,7 +78,7 @@ case "$verb" in
     snakemake --cores "${CORES:-all}" "$@"
     echo "Report: $(cd "$(results_dir "$@")" && pwd)/report/index.html"
     ;;
-  test) python -m pytest "$@" ;;
+  test) python -m pytest --durations=25 "$@" ;;
   lint)
     ruff check src tests benchmarks
     ruff format --check src tests benchmarks
