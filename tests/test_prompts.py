@@ -217,7 +217,7 @@ def test_the_four_arms_example_dag(tmp_path):
     derived = [d for rule, d in jobs if rule == "derived_prompts"]
     assert len(derived) == 4  # auto_box and auto_box3d on the two datasets nnU-Net is trained on
     for d in derived:
-        dataset = re.search(r"wildcards: protocol=\w+, dataset=(\w+)", d).group(1)
+        dataset = re.search(r"wildcards: .*\bdataset=(\w+)", d).group(1)
         assert re.search(rf"input: \S+/predictions/nnunet_2d/{dataset}[,\n]", d)
     runs = {m.group(1) for _, d in jobs if (m := re.search(r"output: \S+/predictions/([^/]+)/", d))}
     assert {"nnunet_2d", "zeroshot.auto_box", "promptfree.none", "zeroshot.box", "nnunet_prompted_2d"} <= runs

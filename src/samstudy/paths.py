@@ -74,12 +74,15 @@ class Layout:
         """The layout of one shard of this study (None: the whole study's)."""
         return replace(self, shard=shard)
 
-    def shard_cases(self, dataset: str) -> str:
+    def shard_cases(self, dataset: str, view: str = "slices") -> str:
         """The cases of one dataset in this layout's shard with a fingerprint of each (written by the
-        `shard` checkpoint; the sharded jobs' input, so a shard reruns only when its own cases change)."""
+        `shard` checkpoint; the sharded jobs' input, so a shard reruns only when its own cases change).
+        view "slices": fingerprints of the preprocessed slices and of the manifest rows (the SAM stages);
+        "rows": of the manifest rows only (content hashes of the raw files: nnU-Net and evaluation, which
+        read the raw data, so a new CT window does not rerun them)."""
         if self.shard is None:
             raise ValueError("shard_cases: a shard's layout is needed (Layout.for_shard)")
-        return self._s("cases", f"{dataset}.json")
+        return self._s("cases", f"{dataset}.json" if view == "slices" else f"{dataset}.{view}.json")
 
     def in_shard(self, case: str) -> bool:
         if self.shard is None:

@@ -37,8 +37,9 @@ class ShardError(RuntimeError):
 
 def write_shard_cases(layout: Layout, dataset: str, count: int) -> list[str]:
     """Write the `count` shard files of one dataset: each shard's cases (in manifest order) with the
-    SHA-256 of their preprocessed slices and of their manifest row, and whether they are test cases
-    (and the SHA-256 of the dataset's info: its labels)."""
+    SHA-256 of their preprocessed slices and of their manifest row (which holds the raw files' content
+    hash), and whether they are test cases (and the SHA-256 of the dataset's info: its labels); and the
+    same without the slices' hashes (the "rows" view, for the stages that read the raw data)."""
     from samstudy.splits import cases_in, load_split
 
     table = pd.read_parquet(layout.ingest_table(dataset))  # stored paths: a moved folder keeps its shards
@@ -57,8 +58,13 @@ def write_shard_cases(layout: Layout, dataset: str, count: int) -> list[str]:
     info = sha256_file(layout.ingest_info(dataset))  # label names and values: every case's scoring
     written = []
     for name, cases in zip(shard_names(count), groups, strict=True):
-        path = layout.for_shard(name).shard_cases(dataset)
+        shard = layout.for_shard(name)
+        path = shard.shard_cases(dataset)
         write_json(path, {"dataset": dataset, "shard": name, "info_sha256": info, "cases": cases})
+        rows = [{k: v for k, v in c.items() if k != "preprocessed_sha256"} for c in cases]
+        write_json(
+            shard.shard_cases(dataset, "rows"), {"dataset": dataset, "shard": name, "info_sha256": info, "cases": rows}
+        )
         written.append(path)
     log.info("%s: %d cases in %d shards (%s)", dataset, len(table), count, [len(g) for g in groups])
     return written
@@ -126,7 +132,9 @@ def _link_tree(src: Path, dst: Path) -> int:
     """Hard-link (copy across file systems) every file of src into dst; a file two shards both wrote (the
     run record) must be the same in both."""
     n = 0
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+    # not Snakemake's .snakemake_timestamp of a directory output: linked, touching the gathered folder's
+    # would touch the shard's too, and make its metrics look older than its predictions
+    for path in sorted(p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".")):
         target = dst / path.relative_to(src)
         if target.exists():
             if not filecmp.cmp(path, target, shallow=False):

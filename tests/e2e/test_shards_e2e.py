@@ -85,6 +85,8 @@ def test_adding_a_case_reruns_only_its_shard(tmp_path):
     for rule in PER_SHARD:  # the new case's shard only
         assert [s for r, s in second if r == rule] == [new_shard], (rule, second)
 
+    assert _run(work) == []  # and then nothing is out of date
+
     after = pd.read_parquet(work / "results" / "metrics.parquet")
     assert set(after["case_id"]) == set(before["case_id"]) | {"pat06_s0"}
     old = after[after["case_id"] != "pat06_s0"].reset_index(drop=True)

@@ -152,6 +152,13 @@ def shard_cases(wildcards):
     return L.for_shard(wildcards.shard).shard_cases(wildcards.dataset)
 
 
+def shard_rows(wildcards):
+    # The same, fingerprinting the manifest rows only (raw files' content): for nnU-Net prediction and
+    # evaluation, which read the raw data, not the preprocessed slices.
+    checkpoints.shard.get(dataset=wildcards.dataset)
+    return L.for_shard(wildcards.shard).shard_cases(wildcards.dataset, "rows")
+
+
 def sharded(path):
     # One path pattern of a sharded job's layout (S), for every shard of the study.
     return [path.replace("{shard}", name) for name in SHARD_NAMES]

@@ -7,7 +7,7 @@
 rule evaluate:
     input:
         predictions=S.prediction_dir("{run}", "{dataset}"),
-        cases=shard_cases,
+        cases=shard_rows,
     output:
         S.run_metrics("{run}", "{dataset}"),
     log:
@@ -28,7 +28,7 @@ rule evaluate:
 rule evaluate_clicks:
     input:
         predictions=S.prediction_dir("{run}", "{dataset}"),
-        cases=shard_cases,
+        cases=shard_rows,
     output:
         S.run_click_metrics("{run}", "{dataset}"),
     log:

@@ -72,7 +72,7 @@ rule nnunet_train:
 rule nnunet_predict:
     input:
         trained=lambda w: nnunet_trained(w.dataset, [w.configuration]),
-        cases=shard_cases,
+        cases=shard_rows,
     output:
         directory(S.prediction_dir("nnunet_{configuration}", "{dataset}")),
     log:
@@ -126,7 +126,7 @@ rule nnunet_select:
 rule nnunet_predict_best:
     input:
         best=L.nnunet_best_done("{dataset}"),
-        cases=shard_cases,
+        cases=shard_rows,
     output:
         directory(S.prediction_dir("nnunet_best", "{dataset}")),
     log:

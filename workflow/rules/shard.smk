@@ -11,6 +11,7 @@ checkpoint shard:
         preprocessed=L.preprocessed_dir("{dataset}"),
     output:
         sharded(S.shard_cases("{dataset}")),
+        sharded(S.shard_cases("{dataset}", "rows")),
     log:
         L.log("shard/{dataset}"),
     conda:
