@@ -138,6 +138,28 @@ def test_a_stale_shard_file_or_diverging_shards_are_errors(study, tmp_path):
         shards.gather_run(layout, "r", "phantom", 2)
 
 
+def test_a_new_ct_window_changes_the_slices_view_not_the_rows_view(study):
+    """What a shard's jobs see of a new CT window: the SAM stages' file changes (their slices did), the file
+    nnU-Net prediction and evaluation take (raw data only) keeps its bytes, so Snakemake's checksum
+    comparison after the checkpoint does not rerun them."""
+    from samstudy.preprocess import preprocess_dataset
+
+    cfg, layout = study
+    ds = cfg["datasets"][0]
+
+    def views() -> tuple[list[bytes], list[bytes]]:
+        shards.write_shard_cases(layout, "phantom", 2)
+        parts = [layout.for_shard(name) for name in shard_names(2)]
+        slices = [Path(p.shard_cases("phantom")).read_bytes() for p in parts]
+        return slices, [Path(p.shard_cases("phantom", "rows")).read_bytes() for p in parts]
+
+    slices, rows = views()
+    preprocess_dataset(layout, ds, {**cfg["preprocess"], "ct_window": {"level": 50, "width": 350}})
+    new_slices, new_rows = views()
+    assert new_rows == rows
+    assert all(a != b for a, b in zip(new_slices, slices, strict=True))
+
+
 def _per_dataset(jobs, rule, key):
     counts = Counter()
     for name, body in jobs:
