@@ -1,4 +1,5 @@
 import csv
+import io
 import logging
 from pathlib import Path
 
@@ -74,37 +75,50 @@ def test_checkpoint_round_trip_and_base_hash_check(study, tiny_model):
 
 @pytest.mark.parametrize("method_cfg", [METHOD, LORA], ids=["decoder", "lora"])
 def test_same_seed_same_training_and_resume_after_interruption(study, tiny_model, monkeypatch, caplog, method_cfg):
+    """Trained once uninterrupted, then again in the same folder, killed during epoch 2 and resumed: the
+    same checkpoint and curves, byte for byte (the same seed gives the same training, resuming changes
+    nothing, and DVC stores the checkpoint once: `dvc status` stays clean)."""
     cfg, layout = study
     embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
     settings = _settings(cfg, epochs=2)
     train_method(layout, "a", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
-    reference = torch.load(layout.checkpoint("a"), weights_only=True)
-    real = train_mod.validation_dice
-    calls = {"n": 0}
+    checkpoint, curves = Path(layout.checkpoint("a")), Path(layout.curves("a"))
+    reference, reference_curves = checkpoint.read_bytes(), curves.read_bytes()
+    checkpoint.unlink()
+    curves.unlink()
+    real = train_mod.train_step
+    validations = {"n": 0}
+
+    def counted(*args, **kwargs):
+        validations["n"] += 1
+        return real_validation(*args, **kwargs)
 
     def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # zero-shot, epoch 1, then die during epoch 2's validation
+        if validations["n"] == 2:  # zero-shot and epoch 1 validated: die in epoch 2's first training step
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "validation_dice", flaky)
+    real_validation = train_mod.validation_dice
+    monkeypatch.setattr(train_mod, "validation_dice", counted)
+    monkeypatch.setattr(train_mod, "train_step", flaky)
     with pytest.raises(KeyboardInterrupt):
-        train_method(layout, "b", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
-    monkeypatch.setattr(train_mod, "validation_dice", real)
+        train_method(layout, "a", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
+    assert not checkpoint.exists() and (checkpoint.parent / "last.pt").is_file()  # killed after epoch 1
+    monkeypatch.setattr(train_mod, "train_step", real)
     with caplog.at_level(logging.INFO):
-        train_method(layout, "b", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
-    assert "resuming b from epoch 2" in caplog.text
-    resumed = torch.load(layout.checkpoint("b"), weights_only=True)
-    assert resumed["meta"]["val_dice"] == pytest.approx(reference["meta"]["val_dice"], abs=1e-6)
+        train_method(layout, "a", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
+    assert "resuming a from epoch 2" in caplog.text
+    assert validations["n"] == 3  # the resumed run validated epoch 2 only
+    assert not (checkpoint.parent / "last.pt").exists()
     # the interrupted and resumed training ends with the uninterrupted one's weights, exactly
-    assert resumed["state"].keys() == reference["state"].keys()
-    assert all(torch.equal(resumed["state"][k], reference["state"][k]) for k in reference["state"])
-    # the same training again: the same checkpoint bytes (DVC stores it once; `dvc status` stays clean)
-    first = Path(layout.checkpoint("a")).read_bytes()
-    Path(layout.checkpoint("a")).unlink()
-    train_method(layout, "a", method_cfg, {"type": "litemedsam"}, ["phantom"], settings, cfg["seed"])
-    assert Path(layout.checkpoint("a")).read_bytes() == first
+    expected = torch.load(io.BytesIO(reference), weights_only=True)
+    resumed = torch.load(checkpoint, weights_only=True)
+    assert resumed["meta"]["val_dice"] == pytest.approx(expected["meta"]["val_dice"], abs=1e-6)
+    assert resumed["state"].keys() == expected["state"].keys()
+    assert all(torch.equal(resumed["state"][k], expected["state"][k]) for k in expected["state"])
+    # and the same bytes: checkpoint (meta, epochs, best state) and curves
+    assert checkpoint.read_bytes() == reference
+    assert curves.read_bytes() == reference_curves
 
 
 @pytest.mark.parametrize(
