@@ -1,10 +1,10 @@
 """Changed data rerun what they touch, a killed study recovers by itself, results are byte-reproducible and
 relocatable: one small study on user datasets (nnU-Net raw folders under data/, as a user keeps them with
-DVC) run through Snakemake for real, in a git + DVC repository: killed with SIGKILL during embedding and
-during training and resumed the way `./run.sh study` does, then recorded by `dvc repro`. The uninterrupted
-reference is computed in the same folder by one more Snakemake run from the embeddings on (the stages the
-kills interrupted, and all that follows); the data edits and the moved results folder use the same study
-(about 3-4 min on 2 cores)."""
+DVC) run through Snakemake for real in a git + DVC repository, killed with SIGKILL during embedding and
+during training, resumed the way `./run.sh study` does, and recorded by `dvc repro`. The uninterrupted
+reference is one more Snakemake run in the same folder that recomputes what the kills interrupted (the
+killed embed job's cache entries, the training) and everything after it; the moved results folder and the
+data edits then use the same study (about 5 min on 2 cores)."""
 
 from __future__ import annotations
 
