@@ -48,6 +48,16 @@ def runs_protocol(cfg: dict[str, Any], method: str, protocol: str) -> bool:
     return cfg["models"][cfg["methods"][method]["model"]]["type"] in SAM2_TYPES
 
 
+def embed_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The embed stage's settings: the config's `embed` section and `training_slices`, the slices of the
+    training and validation cases to embed. `embed.slices: all` is for the cases the automatic arms look
+    at, the test cases; adaptation training reads only the labelled slices of its cases (train.
+    collect_samples), so they get `needed`, unless a promptfree method trains on unlabelled slices too
+    (train.collect_slices)."""
+    promptfree = any(m["adaptation"] == "promptfree" for m in cfg["methods"].values())
+    return {**cfg["embed"], "training_slices": cfg["embed"]["slices"] if promptfree else "needed"}
+
+
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Validate a config, fill defaults, check cross-references; return a new dict."""
     from snakemake.utils import validate as sm_validate  # same defaults-filling validator as the Snakefile

@@ -53,6 +53,21 @@ def select_slices(labels: np.ndarray, mode: str, margin: int) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def slice_modes(layout: Layout, dataset: str, cases: list[str], settings: dict) -> dict[str, str]:
+    """`select_slices`'s mode for each case: `settings["slices"]` for the test cases, and for the training
+    and validation cases `settings["training_slices"]` (config.embed_settings; absent: the same as the
+    test cases). The shard file a sharded job reads carries each case's test flag, so a new split reruns
+    the job."""
+    mode = settings["slices"]
+    training = settings.get("training_slices", mode)
+    if training == mode:
+        return dict.fromkeys(cases, mode)
+    from samstudy.splits import cases_in, load_split
+
+    test = set(cases_in(load_split(layout, dataset), "test"))
+    return {case: mode if case in test else training for case in cases}
+
+
 def embedding_cache_key(
     model: LoadedModel, slices: np.ndarray, index: np.ndarray, precision: str = "fp32"
 ) -> tuple[str, dict]:
@@ -142,9 +157,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def embed_cases(
-    layout: Layout, dataset: str, cases: list[str], model: LoadedModel, settings: dict, desc: str
+    layout: Layout,
+    dataset: str,
+    cases: list[str],
+    model: LoadedModel,
+    settings: dict,
+    desc: str,
+    modes: dict[str, str] | None = None,
 ) -> dict[str, dict]:
-    """Embed the given cases of a dataset with a loaded model (cache hits are skipped, and logged).
+    """Embed the given cases of a dataset with a loaded model (cache hits are skipped, and logged);
+    `modes`: each case's slice selection (default: `settings["slices"]` for all).
 
     Returns the index entries: case -> cache key, file, slices.
     """
@@ -152,11 +174,12 @@ def embed_cases(
     precision = resolve_precision(settings["precision"], device)
     model.sam.image_encoder.to(memory_format=torch.channels_last)
     index: dict[str, dict] = {}
-    hits = 0
+    hits = computed = 0
 
     def prepare(case: str):
         pre = load_preprocessed(layout, dataset, case)
-        chosen = select_slices(pre["labels"], settings["slices"], settings["slice_margin"])
+        mode = modes[case] if modes else settings["slices"]
+        chosen = select_slices(pre["labels"], mode, settings["slice_margin"])
         key, signature = embedding_cache_key(model, pre["slices"], chosen, precision)
         return case, pre["slices"], chosen, key, signature
 
@@ -175,13 +198,23 @@ def embed_cases(
                 if Path(path).exists():
                     log.warning("recomputing: %s", miss)
                 emb = encode(model, slices[chosen], settings["batch_size"], precision)
+                computed += len(chosen)
                 if pending_write is not None:
                     pending_write.result()
                 pending_write = writer.submit(write_entry, path, key, signature, emb, chosen)
             index[case] = {"key": key, "file": path, "slices": chosen.tolist()}
         if pending_write is not None:
             pending_write.result()
-    log.info("embed %s: %d cases, %d cache hits, device %s, %s", desc, len(cases), hits, device, precision)
+    log.info(
+        "embed %s: %d cases, %d cache hits, %d slices (%d of them computed), device %s, %s",
+        desc,
+        len(cases),
+        hits,
+        sum(len(e["slices"]) for e in index.values()),
+        computed,
+        device,
+        precision,
+    )
     return index
 
 
@@ -201,7 +234,8 @@ def embed_dataset(
     model = model or load_model(model_cfg, resolve_device(settings["device"]), random_init=random_init)
     table, _ = load_dataset_table(layout, dataset)
     cases = select(layout, dataset, list(table["case_id"]))  # a sharded job: its shard's cases
-    index = embed_cases(layout, dataset, cases, model, settings, f"embed {dataset} ({model_name})")
+    modes = slice_modes(layout, dataset, cases, settings)
+    index = embed_cases(layout, dataset, cases, model, settings, f"embed {dataset} ({model_name})", modes)
     result = {"dataset": dataset, "model": model_name, "model_sha256": model.weights_id, "cases": index}
     write_json(layout.embed_index(model_name, dataset), result)
     return result

@@ -30,11 +30,21 @@ NNUNET_TRAINING = {
 }
 NNUNET_PREDICTION = {k: CFG["nnunet"][k] for k in ("schedule", "device")}
 PROTOCOLS = CFG["prompts"]["protocols"]
+# The embed stage's settings: embed.slices for the test cases, what training reads for the others.
+EMBED = samstudy_config.embed_settings(CFG)
 # Shards (execution.shards): every per-case stage runs one job per shard of a dataset's cases; S is the
 # pattern layout of a sharded job (its artifacts under results/shards/{shard}/), gather jobs merge them.
 SHARDS = CFG["execution"]["shards"]
 SHARD_NAMES = shard_names(SHARDS)
 S = L.for_shard("{shard}")
+# Scheduling of a local run (--cores N; the greedy scheduler picks ready jobs by priority): every dataset's
+# cheap preparation first, so the long jobs are all ready early; then the study's long pole, the embedding
+# of the training datasets and the adaptation training that waits for it. Torch jobs declare 1 thread, so
+# on a small machine they run side by side instead of waiting for each other's cores (two 1-thread
+# nnU-Net trainings: 56 s each on its own core; 2 threads: 43 s each, one after the other); a profile's
+# set-threads gives them more where a job has its own CPUs (the Slurm profile).
+PREPARE_FIRST = 20
+LONG_POLE = 10
 # The command each stage calls (followed by its verb).
 SAMSTUDY = f"samstudy --results {shlex.quote(L.results_dir)} --cache {shlex.quote(L.cache_dir)}"
 ENV = "../../envs/samstudy.yaml"

@@ -13,6 +13,7 @@ rule embed:
         L.log("embed/{model}.{dataset}.{shard}"),
     benchmark:
         L.benchmark("embed.{model}.{dataset}.{shard}")
+    priority: LONG_POLE
     conda:
         ENV
     threads: 1
@@ -22,7 +23,7 @@ rule embed:
         runtime=240,
     params:
         cli=SAMSTUDY,
-        p=lambda w: P({"model": CFG["models"][w.model], "embed": CFG["embed"]}),
+        p=lambda w: P({"model": CFG["models"][w.model], "embed": EMBED}),
     shell:
         "{params.cli} --shard {wildcards.shard} embed --dataset {wildcards.dataset} --model {wildcards.model}"
         " --threads {threads} --params {params.p:q} > {log} 2>&1"
@@ -36,6 +37,7 @@ rule gather_embed:
         L.embed_index("{model}", "{dataset}"),
     log:
         L.log("embed/{model}.{dataset}.gather"),
+    priority: LONG_POLE
     conda:
         ENV
     params:

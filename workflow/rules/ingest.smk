@@ -12,6 +12,7 @@ rule ingest:
         L.log("ingest/{dataset}"),
     benchmark:
         L.benchmark("ingest.{dataset}")
+    priority: PREPARE_FIRST
     conda:
         ENV
     params:
@@ -29,6 +30,7 @@ rule manifest:
         rejected=L.rejected(),
     log:
         L.log("manifest"),
+    priority: PREPARE_FIRST
     conda:
         ENV
     params:
@@ -46,6 +48,7 @@ rule split:
         nnunet=L.nnunet_splits("{dataset}"),
     log:
         L.log("split/{dataset}"),
+    priority: PREPARE_FIRST
     conda:
         ENV
     params:
@@ -68,6 +71,7 @@ rule splits:
         L.splits(),
     log:
         L.log("splits"),
+    priority: PREPARE_FIRST
     conda:
         ENV
     params:

@@ -50,7 +50,7 @@ rule nnunet_train:
         L.benchmark("nnunet_train.{dataset}.{configuration}.fold{fold}")
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=32000,

@@ -57,7 +57,7 @@ rule nnunet_prompted_train:
         L.benchmark("nnunet_train.{dataset}.prompted.{configuration}.fold{fold}")
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=32000,

@@ -11,6 +11,7 @@ rule preprocess:
         L.log("preprocess/{dataset}"),
     benchmark:
         L.benchmark("preprocess.{dataset}")
+    priority: PREPARE_FIRST
     conda:
         ENV
     params:

@@ -11,6 +11,7 @@ rule prompts:
         L.log("prompts/{dataset}.{protocol}.{shard}"),
     wildcard_constraints:
         protocol="|".join(PROTOCOLS),
+    priority: PREPARE_FIRST
     conda:
         ENV
     params:
@@ -58,6 +59,7 @@ rule gather_prompts:
         L.prompts("{dataset}", "{protocol}"),
     log:
         L.log("prompts/{dataset}.{protocol}.gather"),
+    priority: PREPARE_FIRST
     conda:
         ENV
     params:

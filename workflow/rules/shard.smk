@@ -14,6 +14,7 @@ checkpoint shard:
         sharded(S.shard_cases("{dataset}", "rows")),
     log:
         L.log("shard/{dataset}"),
+    priority: PREPARE_FIRST
     conda:
         ENV
     params:

@@ -11,9 +11,10 @@ rule train:
         L.log("train/{method}"),
     benchmark:
         L.benchmark("train.{method}")
+    priority: LONG_POLE
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
