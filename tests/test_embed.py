@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import numpy as np
 
@@ -104,3 +105,54 @@ def test_cache_key_covers_the_family_transform_and_the_precision():
     assert embedding_cache_key(replace(model, family=OldLetterbox()), slices, index, "fp32")[0] != key
     assert embedding_cache_key(model, slices, index, "bf16")[0] != key
     assert embedding_cache_key(model, slices, index, "fp32")[0] == key  # and stable
+
+
+def test_embed_settings_training_cases_get_what_training_reads():
+    from samstudy.config import embed_settings
+
+    cfg = {"embed": {"slices": "all"}, "methods": {"zeroshot": {"adaptation": "none"}, "d": {"adaptation": "decoder"}}}
+    assert embed_settings(cfg)["training_slices"] == "needed"
+    cfg["methods"]["pf"] = {"adaptation": "promptfree"}  # trains on unlabelled slices too
+    assert embed_settings(cfg)["training_slices"] == "all"
+    cfg["embed"]["slices"] = "needed"
+    assert embed_settings(cfg)["training_slices"] == "needed"
+
+
+def test_all_slices_of_test_cases_labelled_slices_of_training_cases(study, tiny_model, caplog):
+    """embed.slices: all embeds every slice of the test cases but only the labelled slices of the training
+    and validation cases when no promptfree method needs the rest; the decoder's training samples (ids and
+    embeddings) are exactly those of an index holding every slice."""
+    from samstudy.io import write_json
+    from samstudy.preprocess import load_preprocessed
+    from samstudy.splits import cases_in, load_split
+    from samstudy.train import collect_samples
+
+    cfg, layout = study
+    split = load_split(layout, "phantom")
+    test = set(cases_in(split, "test"))
+    full = embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, _settings(slices="all"))
+    with caplog.at_level("INFO", logger="samstudy.embed"):
+        lean = embed_dataset(
+            layout, "phantom", "m", {"type": "litemedsam"}, _settings(slices="all", training_slices="needed")
+        )
+    shrunk = 0
+    for case, entry in lean["cases"].items():
+        labels = load_preprocessed(layout, "phantom", case)["labels"]
+        want = range(len(labels)) if case in test else select_slices(labels, "needed", 0)
+        assert entry["slices"] == list(want), case
+        if case in test:
+            assert entry["key"] == full["cases"][case]["key"]  # the same cache entry: a hit
+        shrunk += len(full["cases"][case]["slices"]) - len(entry["slices"])
+    assert test and shrunk > 0
+    hits = re.findall(r"(\d+) cases, (\d+) cache hits, (\d+) slices \((\d+) of them computed\)", caplog.text)[-1]
+    assert int(hits[1]) == len(test) and int(hits[3]) == sum(
+        len(lean["cases"][c]["slices"]) for c in lean["cases"] if c not in test
+    )
+    for part in ("train", "val"):
+        samples = []
+        for index in (full, lean):
+            write_json(layout.embed_index("m", "phantom"), index)
+            samples.append(collect_samples(layout, ["phantom"], "m", part, 0))
+        a, b = samples
+        assert [s["id"] for s in a] == [s["id"] for s in b] and a
+        assert all(np.array_equal(x["embedding"], y["embedding"]) for x, y in zip(a, b, strict=True))

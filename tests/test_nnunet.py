@@ -50,6 +50,7 @@ def test_two_configurations_two_folds_selection_and_ensemble_prediction(two_fold
             # judged from nnU-Net's logged curve: 2 epochs are too few to call converged
             assert not stamp["converged"] and stamp["convergence"]["epochs"] == 2
             assert stamp["ema_fg_dice_last"] == stamp["convergence"]["ema_last"]
+            assert stamp["torch_threads"] >= 1  # the threads that trained it (the weights depend on them)
             validation = Path(stamp["model_folder"], f"fold_{fold}", "validation")
             # nnU-Net's cross-validation of this fold is the study's val part of this fold, with probabilities
             assert sorted(p.name[:-7] for p in validation.glob("*.nii.gz")) == sorted(split["folds"][fold]["val"])

@@ -59,6 +59,7 @@ def test_checkpoint_round_trip_and_base_hash_check(study, tiny_model):
     )
     ckpt = torch.load(layout.checkpoint("dec"), weights_only=True)
     assert set(ckpt["meta"]) >= {"base_sha256", "method", "adaptation", "epoch", "val_dice", "train"}
+    assert ckpt["meta"]["torch_threads"] == torch.get_num_threads()  # the weights depend on it on a CPU
     assert all(k.startswith("mask_decoder.") for k in ckpt["state"])  # only trained parameters
     with open(layout.curves("dec")) as fh:
         rows = list(csv.DictReader(fh))

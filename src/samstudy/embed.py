@@ -206,7 +206,7 @@ def embed_cases(
         if pending_write is not None:
             pending_write.result()
     log.info(
-        "embed %s: %d cases, %d cache hits, %d slices (%d of them computed), device %s, %s",
+        "%s: %d cases, %d cache hits, %d slices (%d of them computed), device %s, %s",
         desc,
         len(cases),
         hits,

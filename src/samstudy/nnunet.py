@@ -457,7 +457,10 @@ def train(
         log.info("%s fold %d: settings changed since the last training; starting afresh", dataset, fold)
         shutil.rmtree(out)
         out.mkdir(parents=True)
-    write_json(marker, {"run_id": run_id})
+    if not marker.is_file():  # a fresh training: record the torch threads it runs with (on a CPU the
+        # weights depend on them through float sums; a resumed run keeps the first record)
+        write_json(marker, {"run_id": run_id, "torch_threads": torch.get_num_threads()})
+    stamp["torch_threads"] = read_json(marker).get("torch_threads")
     if final.is_file():
         log.info("%s fold %d: training already finished (%s)", dataset, fold, final)
         trainer.load_checkpoint(str(final))

@@ -183,6 +183,9 @@ def _meta(method: str, method_cfg: dict, model: LoadedModel, options: dict, data
         "seed": seed,
         "run_id": run_id,
         "parameters": adapt.count_parameters(model),
+        # the job's torch threads (rule threads, a profile's set-threads): on a CPU they change the float sums
+        # of training, so the same config trained with other threads gives slightly different weights
+        "torch_threads": torch.get_num_threads(),
     }
 
 
