@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +116,34 @@ def dry_run_jobs(tmp_path, *args: str) -> list[tuple[str, str]]:
     cmd += ["--config", f"results_dir={tmp_path}/r", f"cache_dir={tmp_path}/c"]
     out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300, check=True).stdout
     return [(m.group(1), m.group(2)) for m in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:    .*\n)+)", out, re.M)]
+
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs")
+
+
+def workflow_copy(root: Path, names: tuple[str, ...] = WORKFLOW_FILES) -> Path:
+    """A study folder with a copy of the workflow (`names` from the repository) and the `profiles` link
+    (Snakemake looks for profiles/default beside a top-level Snakefile)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = REPO / name
+        (shutil.copytree(src, root / name) if src.is_dir() else shutil.copy(src, root / name))
+    os.symlink("workflow/profiles", root / "profiles")
+    return root
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 900) -> str:
+    """`snakemake --cores 2 ARGS` in workdir with this Python's environment; its output (it must succeed)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    return out

@@ -14,6 +14,7 @@ from samstudy.embed import encode  # noqa: E402
 from samstudy.families.sam2 import feature_shapes  # noqa: E402
 from samstudy.infer import decode  # noqa: E402
 from samstudy.models import CheckpointError, load_model  # noqa: E402
+from tests.conftest import run_snakemake, workflow_copy  # noqa: E402
 
 SIZE = 256
 ENTRY = {"type": "sam2.1_hiera_t", "image_size": SIZE, "random_init": True}
@@ -216,44 +217,11 @@ def test_propagate_matches_medsams_sam2_3d_protocol_on_the_official_predictors(m
     print("propagate: voxels differing from the official loop:", int((ours != theirs).sum()), "of", ours.size)
 
 
-def _snakemake(workdir, *args: str, timeout: int = 900) -> str:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
-    return out
-
-
-def _workflow_copy(work):
-    import os
-    import shutil
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    for name in ("Snakefile", "workflow", "config", "envs"):
-        src = repo / name
-        (shutil.copytree(src, work / name) if src.is_dir() else shutil.copy(src, work / name))
-    os.symlink("workflow/profiles", work / "profiles")
-    return work
-
-
 @pytest.mark.slow
 def test_example_config_dry_run_has_sam2_jobs(tmp_path):
     import re
 
-    out = _snakemake(_workflow_copy(tmp_path), "-n", "--configfile", "config/examples/sam2.yaml")
+    out = run_snakemake(workflow_copy(tmp_path), "-n", "--configfile", "config/examples/sam2.yaml")
     jobs = []  # (rule, wildcards) of every planned job
     for rule, wildcards in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", out, re.M):
         jobs.append((rule, dict(pair.split("=", 1) for pair in wildcards.split(", "))))
@@ -278,7 +246,7 @@ def test_small_sam2_study_runs_end_to_end(tmp_path):
 
     from tests.conftest import TINY_PHANTOM
 
-    work = _workflow_copy(tmp_path)
+    work = workflow_copy(tmp_path)
     phantom = {**TINY_PHANTOM, "scans_per_patient": 1}
     study = {
         "results_dir": "results",
@@ -302,7 +270,7 @@ def test_small_sam2_study_runs_end_to_end(tmp_path):
         "nnunet": {"enabled": False},
     }
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(study))
-    _snakemake(work)
+    run_snakemake(work)
     results = work / "results"
     metrics = pd.read_parquet(results / "metrics.parquet")
     assert set(metrics["run"]) == {"sam2_zeroshot.propagate", "sam2_decoder.propagate"}

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from samstudy import synthetic
+from tests.conftest import WORKFLOW_FILES, workflow_copy
 from tests.e2e.test_default_study import _dvc, _git, job_counts, snakemake
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,12 +70,8 @@ def _config() -> dict:
 
 
 def _workdir(root: Path) -> Path:
-    root.mkdir()
-    for name in ("Snakefile", "workflow", "config", "envs", "dvc.yaml", ".gitignore", "data"):
-        src = REPO / name
-        (shutil.copytree(src, root / name) if src.is_dir() else shutil.copy(src, root / name))
+    workflow_copy(root, (*WORKFLOW_FILES, "dvc.yaml", ".gitignore", "data"))
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    os.symlink("workflow/profiles", root / "profiles")
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(_config()))
     synthetic.write_dataset(root / "data" / "user", 3, USER)
     synthetic.write_dataset(root / "data" / "extra", 5, EXTRA)

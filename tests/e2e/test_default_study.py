@@ -17,23 +17,14 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
+from tests.conftest import run_snakemake, workflow_copy
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
-    return out
+    return run_snakemake(workdir, *args, timeout=timeout)
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -46,11 +37,7 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("study")
-    for name in ("Snakefile", "workflow", "config", "envs"):
-        src = REPO / name
-        (shutil.copytree(src, work / name) if src.is_dir() else shutil.copy(src, work / name))
-    os.symlink("workflow/profiles", work / "profiles")
+    work = workflow_copy(tmp_path_factory.mktemp("study"))
     snakemake(work)
     return work
 
@@ -196,6 +183,25 @@ def test_the_nnunet_baseline_is_trained_and_sam_refining_it_is_scored(finished_s
     summary = json.loads((results / "summary.json").read_text())
     assert summary["zeroshot.auto_box"]["phantom"]["vs_baseline"]["comparison"] == "automatic"
     assert summary["decoder.box"]["phantom"]["vs_baseline"]["baseline"] == "zeroshot.box"  # oracle vs oracle
+
+
+def test_embedding_covers_every_test_slice_and_the_labelled_training_slices(finished_study):
+    """embed.slices: all (the default study's automatic arm) embeds every slice of the test cases, and of
+    the training/validation cases what the decoder's training reads: their labelled slices (#15: 62
+    instead of 96 phantom slices, the study's long pole)."""
+    results = finished_study / "results"
+    index = json.loads((results / "embeddings" / "litemedsam" / "phantom.json").read_text())["cases"]
+    test = set(json.loads((results / "splits" / "phantom.json").read_text())["test"])
+    for case, entry in index.items():
+        labels = np.load(results / "preprocessed" / "phantom" / f"{case}.npz")["labels"]
+        labelled = np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1))
+        want = list(range(len(labels))) if case in test else list(range(labelled[0], labelled[-1] + 1))
+        assert entry["slices"] == want, case
+    assert len(test) == 2 and sum(len(e["slices"]) for e in index.values()) < 8 * 12
+    log = (results / "logs" / "embed" / "litemedsam.phantom.0of1.log").read_text()
+    assert re.search(r"8 cases, 0 cache hits, (\d+) slices", log).group(1) == str(
+        sum(len(e["slices"]) for e in index.values())
+    )
 
 
 def test_rerun_has_nothing_to_do(finished_study):

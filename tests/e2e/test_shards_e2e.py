@@ -3,11 +3,7 @@ the gathers), not the other shards'."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,21 +13,16 @@ import yaml
 
 from samstudy import synthetic
 from samstudy.paths import shard_of
+from tests.conftest import run_snakemake, workflow_copy
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 SHARDS = 3
 PNG = {"kind": "png2d", "shape": [48, 40]}
 PER_SHARD = ("prompts", "embed", "infer", "evaluate")
 
 
 def _workdir(root: Path) -> Path:
-    root.mkdir()
-    for name in ("Snakefile", "workflow", "envs"):
-        src = REPO / name
-        (shutil.copytree(src, root / name) if src.is_dir() else shutil.copy(src, root / name))
-    os.symlink("workflow/profiles", root / "profiles")
+    workflow_copy(root, ("Snakefile", "workflow", "envs"))
     cfg = {
         "datasets": [
             {
@@ -56,10 +47,7 @@ def _workdir(root: Path) -> Path:
 
 def _run(work: Path) -> list[tuple[str, str]]:
     """(rule, shard or '') of every job a `snakemake --cores 2` ran."""
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2"]
-    proc = subprocess.run(cmd, cwd=work, env=ENV, capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+    out = run_snakemake(work)
     jobs = []
     for rule, body in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):\n((?:    .*\n)+)", out, re.M):
         shard = re.search(r"shard=(\d+of\d+)", body)

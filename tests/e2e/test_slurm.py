@@ -17,6 +17,8 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
+from tests.conftest import workflow_copy
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 TARGET = "results/metrics/zeroshot.box/phantom.parquet"
@@ -46,11 +48,7 @@ def slurm():
 
 
 def _workdir(root: Path, shards: int = 1) -> Path:
-    root.mkdir()
-    for name in ("Snakefile", "workflow", "config", "envs"):
-        src = REPO / name
-        (shutil.copytree(src, root / name) if src.is_dir() else shutil.copy(src, root / name))
-    os.symlink("workflow/profiles", root / "profiles")
+    workflow_copy(root)
     (root / "study.yaml").write_text(yaml.safe_dump({**SMALL_STUDY, "execution": {"shards": shards}}))
     return root
 
