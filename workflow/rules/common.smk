@@ -40,9 +40,9 @@ S = L.for_shard("{shard}")
 # Scheduling of a local run (--cores N; the greedy scheduler picks ready jobs by priority): every dataset's
 # cheap preparation first, so the long jobs are all ready early; then the study's long pole, the embedding
 # of the training datasets and the adaptation training that waits for it. Torch jobs declare 1 thread, so
-# on a small machine they run side by side instead of waiting for each other's cores (two 1-thread
-# nnU-Net trainings: 56 s each on its own core; 2 threads: 43 s each, one after the other); a profile's
-# set-threads gives them more where a job has its own CPUs (the Slurm profile).
+# on a small machine they run side by side instead of waiting for each other's cores (one nnU-Net
+# training alone: 56 s with 1 thread, 43 s with 2: two in turn with 2 threads lose to two side by side);
+# a profile's set-threads gives them more where a job has its own CPUs (the Slurm profile).
 PREPARE_FIRST = 20
 LONG_POLE = 10
 # The command each stage calls (followed by its verb).
