@@ -15,6 +15,8 @@ import torch
 from samstudy import config as samstudy_config
 from samstudy.paths import Layout
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def pytest_addoption(parser):
     parser.addoption("--fast", action="store_true", help="skip the slow end-to-end tests (CI runs them)")
@@ -109,16 +111,13 @@ def dry_run_jobs(tmp_path, *args: str) -> list[tuple[str, str]]:
     import re
     import subprocess
     import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "snakemake", "-n", *args]
     cmd += ["--config", f"results_dir={tmp_path}/r", f"cache_dir={tmp_path}/c"]
-    out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=True).stdout
     return [(m.group(1), m.group(2)) for m in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:    .*\n)+)", out, re.M)]
 
 
-REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs")
 
 

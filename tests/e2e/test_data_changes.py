@@ -25,10 +25,9 @@ import pytest
 import yaml
 
 from samstudy import synthetic
-from tests.conftest import WORKFLOW_FILES, workflow_copy
+from tests.conftest import REPO, WORKFLOW_FILES, workflow_copy
 from tests.e2e.test_default_study import _dvc, _git, job_counts, snakemake
 
-REPO = Path(__file__).resolve().parents[2]
 DATASETS = ("user", "extra", "skin")
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

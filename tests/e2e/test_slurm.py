@@ -17,9 +17,8 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from tests.conftest import workflow_copy
+from tests.conftest import REPO, workflow_copy
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 TARGET = "results/metrics/zeroshot.box/phantom.parquet"
 
