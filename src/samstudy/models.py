@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from samstudy.families import FAMILIES, Family
+from samstudy.families import MODEL_TYPES, family_of
+from samstudy.families.base import Family
 from samstudy.io import sha256_file, sha256_json
 
 
@@ -78,9 +79,9 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu", random_init:
     "random-init" so it can never be mistaken for trained weights in a cache.
     """
     kind = model_cfg["type"]
-    if kind not in FAMILIES:
-        raise CheckpointError(f"unknown model type '{kind}'; known: {sorted(FAMILIES)}")
-    family = FAMILIES[kind].configured(model_cfg)
+    if kind not in MODEL_TYPES:
+        raise CheckpointError(f"unknown model type '{kind}'; known: {sorted(MODEL_TYPES)}")
+    family = family_of(kind).configured(model_cfg)
     random_init = random_init or bool(model_cfg.get("random_init"))
     sam = family.build()
     path: Path | None = None
