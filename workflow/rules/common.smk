@@ -2,7 +2,7 @@
 import shlex
 
 from samstudy import config as samstudy_config
-from samstudy import sources
+from samstudy import readers
 from samstudy.paths import (
     Layout,
     nnunet_prompted_run_name,
@@ -112,7 +112,7 @@ for _run in map(nnunet_prompted_run_name, NNUNET_CONFIGS if NNUNET_PROMPTED else
 
 def nnunet_configs(dataset):
     # nnU-Net plans no 3D configuration for 2D images: on a 2D dataset only its 2d one is trained.
-    if samstudy_config.is_2d(DATASETS[dataset]):
+    if readers.is_2d(DATASETS[dataset]):
         return [c for c in NNUNET_CONFIGS if c == "2d"]
     return NNUNET_CONFIGS
 
@@ -181,7 +181,7 @@ def raw_files(dataset):
     # Every file a user dataset's ingest reads (listed once per DAG; [] for the built-in datasets,
     # which ingest writes from the config).
     if dataset not in RAW_FILES:
-        RAW_FILES[dataset] = sources.dataset_files(DATASETS[dataset])
+        RAW_FILES[dataset] = readers.dataset_files(DATASETS[dataset])
     return RAW_FILES[dataset]
 
 
@@ -198,7 +198,7 @@ def ingest_params(wildcards):
         {
             "dataset": ds,
             "seed": CFG["seed"] if ds["format"] == "synthetic" else None,
-            "files": sources.fingerprint(raw_files(wildcards.dataset)),
+            "files": readers.fingerprint(raw_files(wildcards.dataset)),
         }
     )
 
