@@ -2,7 +2,7 @@
 # This file only loads and validates the config, includes one rule file per stage and names the targets.
 from snakemake.utils import min_version, validate
 
-from samstudy.config import schema_path
+from samstudy.config import remove_nulls, schema_path
 
 min_version("9.0")
 
@@ -10,6 +10,8 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# A null in a --configfile removes what it names from the default study (config/README.md).
+remove_nulls(config)
 # The schema ships inside the samstudy package (workflow/schemas/config.schema.yaml links to it).
 validate(config, schema_path())
 
@@ -36,7 +38,6 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/nnunet.smk"
-include: "workflow/rules/nnunet_prompted.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -1,4 +1,4 @@
-"""Raw data are inputs: every file a dataset reads is listed from the config alone (samstudy.readers), a
+"""Raw data are inputs: every file a dataset reads is listed from the config alone (samstudy.sources), a
 missing dataset path is a config error, phantoms hold only the cases their settings make, a moved results
 folder still reads its files, and a killed run's lock is told apart from a running one (samstudy.lock)."""
 
@@ -16,11 +16,10 @@ import SimpleITK as sitk
 
 from samstudy import config as samstudy_config
 from samstudy import synthetic
-from samstudy.cases import load_dataset_table, read_case
-from samstudy.ingest import ingest_dataset
+from samstudy.ingest import ingest_dataset, load_dataset_table, read_case
 from samstudy.lock import BUSY, active_runs, recover
 from samstudy.paths import Layout
-from samstudy.readers import dataset_files, fingerprint
+from samstudy.sources import dataset_files, fingerprint
 from tests.test_ingest import _cfg_dataset, _dicom_series, _write
 
 SETTINGS = {"n_patients": 3, "scans_per_patient": 1, "shape": [16, 16, 8]}

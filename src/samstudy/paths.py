@@ -31,6 +31,15 @@ def nnunet_prompted_run_name(configuration: str) -> str:
     return run_name(f"nnunet_prompted_{configuration}", None)
 
 
+# The prompts the prompted nnU-Net's test cases get as box channels: the very boxes box-prompted SAM gets.
+NNUNET_PROMPT_PROTOCOL = "box"
+
+
+def _nnunet_stamp(dataset: str, prompted: bool, *parts: str) -> str:
+    # the prompted nnU-Net's stamps: its own nnU-Net dataset, named <dataset>.prompted.*
+    return ".".join([dataset, *(["prompted"] if prompted else []), *parts, "json"])
+
+
 def shard_name(index: int, count: int) -> str:
     """The name of one shard of a dataset's cases: "<index>of<count>" (0-based index)."""
     return f"{index}of{count}"
@@ -195,28 +204,28 @@ class Layout:
     def nnunet_root(self) -> str:
         return self._r("nnunet")
 
-    def nnunet_export_done(self, dataset: str) -> str:
-        return self._r("nnunet", "stamps", f"{dataset}.exported.json")
+    # nnU-Net (prompted=True: the prompted nnU-Net, its own nnU-Net dataset with the label boxes as channels)
+    def nnunet_export_done(self, dataset: str, prompted: bool = False) -> str:
+        return self._r("nnunet", "stamps", _nnunet_stamp(dataset, prompted, "exported"))
 
-    def nnunet_plan_done(self, dataset: str) -> str:
-        return self._r("nnunet", "stamps", f"{dataset}.planned.json")
+    def nnunet_plan_done(self, dataset: str, prompted: bool = False) -> str:
+        return self._r("nnunet", "stamps", _nnunet_stamp(dataset, prompted, "planned"))
 
-    def nnunet_train_done(self, dataset: str, configuration: str, fold: int | str) -> str:
-        return self._r("nnunet", "stamps", f"{dataset}.{configuration}.fold{fold}.trained.json")
+    def nnunet_train_done(self, dataset: str, configuration: str, fold: int | str, prompted: bool = False) -> str:
+        return self._r("nnunet", "stamps", _nnunet_stamp(dataset, prompted, configuration, f"fold{fold}", "trained"))
 
     def nnunet_best_done(self, dataset: str) -> str:
         """nnU-Net's own best-configuration selection (find_best_configuration) for one dataset."""
         return self._r("nnunet", "stamps", f"{dataset}.best.json")
 
-    # prompted nnU-Net: its own nnU-Net dataset (the label boxes as extra channels) and stamps
     def nnunet_prompted_export_done(self, dataset: str) -> str:
-        return self._r("nnunet", "stamps", f"{dataset}.prompted.exported.json")
+        return self.nnunet_export_done(dataset, prompted=True)
 
     def nnunet_prompted_plan_done(self, dataset: str) -> str:
-        return self._r("nnunet", "stamps", f"{dataset}.prompted.planned.json")
+        return self.nnunet_plan_done(dataset, prompted=True)
 
     def nnunet_prompted_train_done(self, dataset: str, configuration: str, fold: int | str) -> str:
-        return self._r("nnunet", "stamps", f"{dataset}.prompted.{configuration}.fold{fold}.trained.json")
+        return self.nnunet_train_done(dataset, configuration, fold, prompted=True)
 
     # evaluate / report
     def run_metrics(self, run: str, dataset: str) -> str:

@@ -23,7 +23,7 @@ rule embed:
         runtime=240,
     params:
         cli=SAMSTUDY,
-        p=lambda w: P({"model": CFG["models"][w.model], "embed": EMBED}),
+        p=lambda w: P(STUDY.embed_params(w.model)),
     shell:
         "{params.cli} --shard {wildcards.shard} embed --dataset {wildcards.dataset} --model {wildcards.model}"
         " --threads {threads} --params {params.p:q} > {log} 2>&1"
@@ -42,7 +42,7 @@ rule gather_embed:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"shards": SHARDS}),
+        p=SHARDS_PARAMS,
     shell:
         "{params.cli} gather embed --dataset {wildcards.dataset} --name {wildcards.model}"
         " --params {params.p:q} > {log} 2>&1"
@@ -68,13 +68,7 @@ rule embed_adapted:
         runtime=240,
     params:
         cli=SAMSTUDY,
-        p=lambda w: P(
-            {
-                "method": CFG["methods"][w.method],
-                "model": CFG["models"][CFG["methods"][w.method]["model"]],
-                "embed": CFG["embed"],
-            }
-        ),
+        p=lambda w: P(STUDY.embed_adapted_params(w.method)),
     shell:
         "{params.cli} --shard {wildcards.shard} embed_adapted --dataset {wildcards.dataset}"
         " --method {wildcards.method} --threads {threads} --params {params.p:q} > {log} 2>&1"

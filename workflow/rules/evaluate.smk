@@ -19,7 +19,7 @@ rule evaluate:
     threads: 4
     params:
         cli=SAMSTUDY,
-        p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
+        p=lambda w: P(STUDY.evaluate_params(w.run)),
     shell:
         "{params.cli} --shard {wildcards.shard} evaluate --dataset {wildcards.dataset} --run {wildcards.run} --threads {threads}"
         " --params {params.p:q} > {log} 2>&1"
@@ -40,7 +40,7 @@ rule evaluate_clicks:
     threads: 4
     params:
         cli=SAMSTUDY,
-        p=lambda w: P({"run_info": RUNS[w.run], "evaluate": CFG["evaluate"]}),
+        p=lambda w: P(STUDY.evaluate_params(w.run)),
     shell:
         "{params.cli} --shard {wildcards.shard} evaluate_clicks --dataset {wildcards.dataset} --run {wildcards.run} --threads {threads}"
         " --params {params.p:q} > {log} 2>&1"
@@ -60,7 +60,7 @@ rule gather_run:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"shards": SHARDS}),
+        p=SHARDS_PARAMS,
     shell:
         "{params.cli} gather run --dataset {wildcards.dataset} --name {wildcards.run}"
         " --params {params.p:q} > {log} 2>&1"
@@ -78,7 +78,7 @@ rule gather_clicks:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"shards": SHARDS}),
+        p=SHARDS_PARAMS,
     shell:
         "{params.cli} gather clicks --dataset {wildcards.dataset} --name {wildcards.run}"
         " --params {params.p:q} > {log} 2>&1"
@@ -101,6 +101,6 @@ rule summarize:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"parts": EVAL_PARTS, "click_parts": CLICK_PARTS, "seed": CFG["seed"]}),
+        p=P(STUDY.summarize_params()),
     shell:
         "{params.cli} summarize --params {params.p:q} > {log} 2>&1"

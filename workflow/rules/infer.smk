@@ -20,7 +20,7 @@ rule infer:
         runtime=120,
     params:
         cli=SAMSTUDY,
-        p=infer_params,
+        p=lambda w: P(STUDY.infer_params(w.method)),
     shell:
         "{params.cli} --shard {wildcards.shard} infer --dataset {wildcards.dataset} --method {wildcards.method}"
         " --protocol {wildcards.protocol} --threads {threads} --params {params.p:q} > {log} 2>&1"

@@ -35,7 +35,7 @@ rule manifest:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"datasets": list(DATASETS)}),
+        p=P(STUDY.datasets_params()),
     shell:
         "{params.cli} manifest --params {params.p:q} > {log} 2>&1"
 
@@ -53,13 +53,7 @@ rule split:
         ENV
     params:
         cli=SAMSTUDY,
-        p=lambda w: P(
-            {
-                "role": DATASETS[w.dataset]["role"],
-                "seed": CFG["seed"],
-                "splits": CFG["splits"],
-            }
-        ),
+        p=lambda w: P(STUDY.split_params(w.dataset)),
     shell:
         "{params.cli} split --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"
 
@@ -76,6 +70,6 @@ rule splits:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"datasets": list(DATASETS)}),
+        p=P(STUDY.datasets_params()),
     shell:
         "{params.cli} splits --params {params.p:q} > {log} 2>&1"

@@ -16,6 +16,6 @@ rule preprocess:
         ENV
     params:
         cli=SAMSTUDY,
-        p=preprocess_params,
+        p=lambda w: P(STUDY.preprocess_params(w.dataset)),
     shell:
         "{params.cli} preprocess --params {params.p:q} > {log} 2>&1"

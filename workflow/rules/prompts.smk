@@ -16,7 +16,7 @@ rule prompts:
         ENV
     params:
         cli=SAMSTUDY,
-        p=lambda w: P({"prompts": prompt_settings(w.protocol), "seed": CFG["seed"]}),
+        p=lambda w: P(STUDY.prompts_params(w.protocol)),
     shell:
         "{params.cli} --shard {wildcards.shard} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
         " --params {params.p:q} > {log} 2>&1"
@@ -38,13 +38,7 @@ rule derived_prompts:
         ENV
     params:
         cli=SAMSTUDY,
-        p=lambda w: P(
-            {
-                "derived": DERIVED[w.protocol],
-                "prompts": prompt_settings(DERIVED[w.protocol]["kind"]),
-                "seed": CFG["seed"],
-            }
-        ),
+        p=lambda w: P(STUDY.derived_prompts_params(w.protocol)),
     shell:
         "{params.cli} --shard {wildcards.shard} prompts --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
         " --params {params.p:q} > {log} 2>&1"
@@ -64,7 +58,7 @@ rule gather_prompts:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"shards": SHARDS}),
+        p=SHARDS_PARAMS,
     shell:
         "{params.cli} gather prompts --dataset {wildcards.dataset} --name {wildcards.protocol}"
         " --params {params.p:q} > {log} 2>&1"

@@ -12,21 +12,8 @@ rule report:
         paired=L.paired_tests(),
         preprocessed=[L.preprocessed_dir(d) for d in DATASETS],
         predictions=[L.prediction_dir(r, d) for r, d in EVAL_PARTS],
-        nnunet=[
-            stamp
-            for d in NNUNET_DATASETS
-            for stamp in nnunet_trained(d, nnunet_configs(d))
-            + (
-                nnunet_prompted_trained(d, nnunet_configs(d))
-                if NNUNET_PROMPTED
-                else []
-            )
-        ],
-        nnunet_best=[
-            L.nnunet_best_done(d)
-            for d in NNUNET_DATASETS
-            if nnunet_run_name("best") in nnunet_runs(d)
-        ],
+        nnunet=STUDY.nnunet_stamps(),
+        nnunet_best=STUDY.nnunet_best_stamps(),
     output:
         L.report(),
     log:
@@ -36,10 +23,7 @@ rule report:
     params:
         cli=SAMSTUDY,
         p=lambda w, input: P(
-            {
-                "config": CFG,
-                "nnunet_stamps": list(input.nnunet) + list(input.nnunet_best),
-            }
+            STUDY.report_params(list(input.nnunet) + list(input.nnunet_best))
         ),
     shell:
         "{params.cli} report --params {params.p:q} > {log} 2>&1"

@@ -19,6 +19,6 @@ checkpoint shard:
         ENV
     params:
         cli=SAMSTUDY,
-        p=P({"shards": SHARDS}),
+        p=SHARDS_PARAMS,
     shell:
         "{params.cli} shard --dataset {wildcards.dataset} --params {params.p:q} > {log} 2>&1"

@@ -21,14 +21,6 @@ rule train:
         runtime=480,
     params:
         cli=SAMSTUDY,
-        p=lambda w: P(
-            {
-                "method": CFG["methods"][w.method],
-                "model": CFG["models"][CFG["methods"][w.method]["model"]],
-                "datasets": TRAIN_DATASETS,
-                "train": CFG["train"],
-                "seed": CFG["seed"],
-            }
-        ),
+        p=lambda w: P(STUDY.train_params(w.method)),
     shell:
         "{params.cli} train --method {wildcards.method} --threads {threads} --params {params.p:q} > {log} 2>&1"
