@@ -62,11 +62,10 @@ for line in sys.stdin:
 def build_study(root: Path) -> dict[str, list[str]]:
     """A tiny study on disk with every input the CPU verbs read; returns each job's CLI arguments (after
     `samstudy`), with the params the workflow would give it."""
+    from samstudy.cases import eval_cases, load_dataset_table
     from samstudy.cli import main
     from samstudy.infer import write_prediction
-    from samstudy.ingest import load_dataset_table
     from samstudy.preprocess import load_preprocessed
-    from samstudy.splits import eval_cases
 
     splits = {"test_fraction": 0.25, "val_fraction": 0.34}
     cfg = phantom_config(root, "litemedsam", 4, [32, 32, 8], splits=splits)

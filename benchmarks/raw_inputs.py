@@ -1,6 +1,6 @@
 """Raw-data inputs benchmark: what listing every file of a user dataset at DAG time costs.
 
-The Snakefile lists each user dataset's files (`samstudy.sources.dataset_files`) as inputs of its ingest
+The Snakefile lists each user dataset's files (`samstudy.readers.dataset_files`) as inputs of its ingest
 job, with a size+mtime fingerprint in the job's params (issue #14). This measures, for an nnU-Net raw
 dataset of `--files` files (default 10,000: 5,000 cases of image + label; empty files, since only the
 listing is timed):
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fmt, spread  # noqa: E402
 
 from samstudy import config as samstudy_config  # noqa: E402
-from samstudy.sources import dataset_files, fingerprint  # noqa: E402
+from samstudy.readers import dataset_files, fingerprint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -76,11 +76,10 @@ def test_bootstrap_ci_brackets_the_mean():
 def test_evaluate_run_scores_every_test_case_and_refuses_a_wrong_geometry(study):
     import SimpleITK as sitk
 
+    from samstudy.cases import eval_cases, load_dataset_table
     from samstudy.evaluate import evaluate_run
     from samstudy.infer import write_prediction
-    from samstudy.ingest import load_dataset_table
     from samstudy.preprocess import load_preprocessed
-    from samstudy.splits import eval_cases
 
     cfg, layout = study
     table, info = load_dataset_table(layout, "phantom")
@@ -139,13 +138,13 @@ def test_score_case_uses_each_labels_own_tolerance():
 def test_clicks_and_box3d_through_inference_evaluation_summary_and_report(study, tiny_model):
     import pandas as pd
 
+    from samstudy.cases import eval_cases
     from samstudy.embed import embed_dataset
     from samstudy.evaluate import evaluate_clicks, evaluate_run, summarize
     from samstudy.infer import infer_dataset
     from samstudy.io import read_json
     from samstudy.prompts import make_prompts
     from samstudy.report import _clicks_section
-    from samstudy.splits import eval_cases
 
     cfg, layout = study
     embed = {"slices": "needed", "slice_margin": 0, "batch_size": 2, "device": "cpu", "precision": "fp32"}
@@ -296,12 +295,13 @@ def test_evaluate_scores_the_same_rows_in_the_same_order_with_one_or_two_process
     import SimpleITK as sitk
 
     from samstudy import evaluate
+    from samstudy.cases import eval_cases, load_dataset_table
     from samstudy.evaluate import evaluate_run
     from samstudy.infer import write_prediction
-    from samstudy.ingest import ingest_dataset, load_dataset_table
+    from samstudy.ingest import ingest_dataset
     from samstudy.paths import Layout
     from samstudy.preprocess import load_preprocessed, preprocess_dataset
-    from samstudy.splits import eval_cases, write_dataset_split
+    from samstudy.splits import write_dataset_split
     from tests.conftest import study_config
 
     cfg = study_config(tmp_path, splits={"test_fraction": 0.5, "val_fraction": 0.5})

@@ -8,9 +8,12 @@ import inspect
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+import samstudy
 from samstudy.cli import TORCH_FREE_VERBS, VERBS
 from tests.conftest import study_config
 
@@ -109,10 +112,9 @@ def test_cpu_jobs_run_without_torch(tmp_path):
 
 def _ground_truth_as_run(layout, run: str) -> None:
     """A "prediction" of every evaluation case: its ground truth put back through the inverse mapping."""
+    from samstudy.cases import eval_cases, load_dataset_table
     from samstudy.infer import write_prediction
-    from samstudy.ingest import load_dataset_table
     from samstudy.preprocess import load_preprocessed
-    from samstudy.splits import eval_cases
 
     rows = load_dataset_table(layout, "phantom")[0].set_index("case_id")
     for case in eval_cases(layout, "phantom"):
@@ -120,3 +122,196 @@ def _ground_truth_as_run(layout, run: str) -> None:
         write_prediction(
             layout.prediction(run, "phantom", case), pre["labels"], int(pre["axis"]), rows.loc[case, "images"][0]
         )
+
+
+# ---------------------------------------------------------------- the import graph of the package
+
+PACKAGE_ROOT = Path(samstudy.__file__).parent
+# The bottom layer (CLI on top): these, and all they import (also inside functions), reach no stage and no
+# model. The readers count as bottom: config checks dataset entries with them, and they import no stage
+# and no torch; so do the writers of the built-in datasets, which their readers call at ingest.
+BOTTOM = ("samstudy.paths", "samstudy.io", "samstudy.config")
+LOW_LEVEL = (*BOTTOM, "samstudy.readers", "samstudy.synthetic", "samstudy.builtin")
+
+
+@dataclass(frozen=True)
+class Import:
+    """One imported module (and the name taken from it, "" for the module itself) at a line."""
+
+    module: str
+    name: str
+    line: int
+    bound_as: str | None  # the local name the module itself is bound to, if any
+
+
+def _modules(root: Path, package: str) -> dict[str, tuple[Path, bool]]:
+    """Dotted module name -> (file, whether it is a package's __init__) for every .py file under root."""
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = [package, *path.relative_to(root).with_suffix("").parts]
+        is_package = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    return out
+
+
+def _imports(path: Path, module: str, is_package: bool, modules) -> list[Import]:
+    """Every import statement anywhere in a module (module level, inside functions, under TYPE_CHECKING),
+    relative imports resolved. `from a import b` imports module a.b if there is one, else a's name b. The
+    implicit import of a parent package (importing a.b runs a/__init__.py first) is no edge: the parent is
+    always set up first, so a registry that loads its plug-ins lazily is no loop."""
+    here = module if is_package else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                bound = alias.asname or (alias.name if "." not in alias.name else None)
+                found.append(Import(alias.name, "", node.lineno, bound))
+        elif isinstance(node, ast.ImportFrom):
+            source = node.module or ""
+            if node.level:
+                parts = here.split(".")
+                source = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:
+                if f"{source}.{alias.name}" in modules:
+                    found.append(Import(f"{source}.{alias.name}", "", node.lineno, alias.asname or alias.name))
+                else:
+                    found.append(Import(source, alias.name, node.lineno, None))
+    return found
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """module -> the modules of the package it imports (any import statement, anywhere in it)."""
+    modules = _modules(root, package)
+    return {
+        module: {i.module for i in _imports(path, module, is_package, modules) if i.module in modules} - {module}
+        for module, (path, is_package) in modules.items()
+    }
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (a -> b -> ... -> a, shortest from its first module) per group of modules that import
+    each other (Tarjan's strongly connected components), sorted."""
+    index, low, stack, groups = {}, {}, [], []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set(stack[stack.index(v) :])
+            del stack[stack.index(v) :]
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    cycles = []
+    for group in groups:
+        start = min(group)
+        came_from, queue = {start: None}, [start]
+        while queue:  # breadth first, inside the group, until an edge leads back to start
+            v = queue.pop(0)
+            if start in graph[v]:
+                break
+            for w in sorted(graph[v] & group):
+                if w not in came_from:
+                    came_from[w] = v
+                    queue.append(w)
+        path = [v]
+        while came_from[path[0]] is not None:
+            path.insert(0, came_from[path[0]])
+        cycles.append([*path, start])
+    return sorted(cycles)
+
+
+def private_imports(root: Path, package: str) -> list[str]:
+    """Where a module uses another module's private name: `from x import _name`, or `x._name` on a module x
+    it imported."""
+    modules = _modules(root, package)
+    found = []
+    for module, (path, is_package) in modules.items():
+        imports = [i for i in _imports(path, module, is_package, modules) if i.module in modules]
+        imports = [i for i in imports if i.module != module]
+        found += [f"{module}:{i.line}: from {i.module} import {i.name}" for i in imports if _private(i.name)]
+        bound = {i.bound_as for i in imports if i.bound_as}
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound:
+                if _private(node.attr):
+                    found.append(f"{module}:{node.lineno}: {node.value.id}.{node.attr}")
+    return sorted(found)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen - {start}
+
+
+def above_bottom(graph: dict[str, set[str]], bottom: tuple[str, ...], low_level: tuple[str, ...]) -> dict:
+    """Each bottom module -> the modules outside the low level (modules or packages) that it reaches."""
+    low = lambda m: any(m == x or m.startswith(f"{x}.") for x in low_level)  # noqa: E731
+    return {b: sorted(m for m in reachable(graph, b) if not low(m)) for b in bottom}
+
+
+def test_the_package_has_no_import_cycle():
+    """No module of samstudy imports itself back, also through an import inside a function."""
+    cycles = import_cycles(import_graph(PACKAGE_ROOT, "samstudy"))
+    assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_private_name_is_used_across_modules():
+    found = private_imports(PACKAGE_ROOT, "samstudy")
+    assert found == [], "private names used across modules:\n" + "\n".join(found)
+
+
+def test_the_bottom_layer_imports_no_stage_and_no_model():
+    """paths, io and config, and all they import (also inside functions), stay in the low level."""
+    above = above_bottom(import_graph(PACKAGE_ROOT, "samstudy"), BOTTOM, LOW_LEVEL)
+    assert above == dict.fromkeys(BOTTOM, []), above
+
+
+def test_the_graph_checks_find_a_planted_cycle_a_private_name_and_a_layering_break(tmp_path):
+    """The checks above on a tiny package: a loop closed by a relative import inside a function, private
+    names taken by `from` and through a module, the bottom importing a stage."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    for init in (pkg / "__init__.py", pkg / "sub" / "__init__.py"):
+        init.write_text("")
+    (pkg / "paths.py").write_text("")
+    (pkg / "a.py").write_text("from pkg.sub import b\n\n_hidden = 1\n")
+    (pkg / "sub" / "b.py").write_text("def f():\n    return 1\n")
+    (pkg / "sub" / "stage.py").write_text("import pkg.a as first\n\nvalue = first._hidden\n")
+    assert import_cycles(import_graph(pkg, "pkg")) == []
+    assert above_bottom(import_graph(pkg, "pkg"), ("pkg.paths",), ("pkg.paths",)) == {"pkg.paths": []}
+    assert private_imports(pkg, "pkg") == ["pkg.sub.stage:3: first._hidden"]
+
+    (pkg / "sub" / "b.py").write_text("def f():\n    from .. import a\n\n    return a\n")  # closes a -> b -> a
+    graph = import_graph(pkg, "pkg")
+    assert graph["pkg.sub.b"] == {"pkg.a"}
+    assert import_cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.a"]]
+    (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import _hidden\n\n    return _hidden\n")
+    assert import_cycles(import_graph(pkg, "pkg")) == [["pkg.a", "pkg.sub.b", "pkg.a"]]
+    assert "pkg.sub.b:2: from pkg.a import _hidden" in private_imports(pkg, "pkg")
+    # a longer loop, and a second one: each reported once
+    assert import_cycles({"x": {"y"}, "y": {"z"}, "z": {"x"}, "u": {"v"}, "v": {"u", "x"}}) == [
+        ["u", "v", "u"],
+        ["x", "y", "z", "x"],
+    ]
+
+    (pkg / "paths.py").write_text("def f():\n    import pkg.sub.stage\n")  # the bottom reaches a stage
+    above = above_bottom(import_graph(pkg, "pkg"), ("pkg.paths",), ("pkg.paths",))
+    assert above == {"pkg.paths": ["pkg.a", "pkg.sub.b", "pkg.sub.stage"]}

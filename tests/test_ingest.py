@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from samstudy import synthetic
-from samstudy.ingest import CaseError, ingest_dataset, map_labels
+from samstudy.cases import map_labels
+from samstudy.ingest import CaseError, ingest_dataset
 from samstudy.paths import Layout
 
 SETTINGS = {"n_patients": 4, "scans_per_patient": 1, "shape": [24, 24, 8]}
@@ -169,7 +170,7 @@ def test_dicom_series_reader_and_missing_slice(tmp_path):
     assert np.allclose(manifest["spacing"].iloc[0], [0.8, 0.8, 2.5])
     rejected = pd.read_parquet(layout.ingest_rejected("d")).set_index("case_id")
     assert "missing or unevenly spaced" in rejected.loc["gappy", "reason"]
-    from samstudy.ingest import load_dataset_table, read_case
+    from samstudy.cases import load_dataset_table, read_case
 
     table, info = load_dataset_table(layout, "d")
     image, label = read_case(table.iloc[0], info)
@@ -200,14 +201,15 @@ def test_spacing_direction_inf_and_absurd_dimensions_are_rejected(tmp_path):
 def _rejected_rows(ds, layout):
     """Rejections of a dataset where every case is bad (ingest raises, so collect them in strict=False
     mode case by case through the validator)."""
-    from samstudy.ingest import READERS, ReadOptions, dataset_path, label_mapping, validate_case
+    from samstudy.ingest import label_mapping, validate_case
+    from samstudy.readers import dataset_path, list_cases, read_options
 
-    info, found = READERS[ds["format"]](dataset_path(layout, ds), ds)
+    info, found = list_cases(dataset_path(layout, ds), ds)
     names, sources = label_mapping(ds, info)
     out = []
     for files in found:
         try:
-            validate_case(files, info, sources, names, ReadOptions.of(ds))
+            validate_case(files, info, sources, names, read_options(ds))
         except CaseError as err:
             out.append(pd.Series({"case_id": files.case_id, "file": err.file, "reason": err.reason}))
     return out
@@ -328,7 +330,7 @@ def test_png_reader_binary_masks_with_rgb_grey_jpg_and_tiff_images(tmp_path):
         assert all(list(s) == [40, 30] for s in manifest["shape"])
         assert all(np.allclose(s, [0.25, 0.5]) for s in manifest["spacing"])
         assert all(json.loads(p) == {"lesion": int(mask.sum())} for p in manifest["labels_present"])
-    from samstudy.ingest import load_dataset_table, read_case
+    from samstudy.cases import load_dataset_table, read_case
 
     table, info = load_dataset_table(layout, "d_png")
     assert info["channels"] == ["R", "G", "B"]  # a colour image is in the dataset
@@ -406,9 +408,10 @@ def test_nnunet_raw_2d_png_dataset(tmp_path):
     assert manifest["case_id"].tolist() == ["road_a", "road_b"] and list(manifest["shape"].iloc[0]) == [40, 30]
     # a 2D dataset for the workflow (nnU-Net 2d only, metrics in 2D), and it may declare its pixel spacing
     from samstudy import config as samstudy_config
+    from samstudy.readers import is_2d
 
     cfg = samstudy_config.validate({"datasets": [{**ds, "spacing": [0.5, 0.5]}]})
-    assert samstudy_config.is_2d(cfg["datasets"][0])
+    assert is_2d(cfg["datasets"][0])
     manifest = ingest_dataset(cfg["datasets"][0], Layout(str(tmp_path / "results2")), seed=0)
     assert list(manifest["spacing"].iloc[0]) == [0.5, 0.5]
 
@@ -491,7 +494,7 @@ def test_dicom_series_with_dicom_seg_labels(tmp_path):
     rejected = pd.read_parquet(layout.ingest_rejected("d")).set_index("case_id")
     assert "does not fit the image series" in rejected.loc["ct2", "reason"]
     assert rejected.loc["ct2", "file"].endswith("ct2.dcm")
-    from samstudy.ingest import load_dataset_table, read_case
+    from samstudy.cases import load_dataset_table, read_case
 
     table, info = load_dataset_table(layout, "d")
     image, label = read_case(table.iloc[0], info)
@@ -515,7 +518,7 @@ def test_mni152_builtin_dataset_is_real_mri_with_three_tissues(tmp_path):
     assert set(present) == {"grey_matter", "white_matter", "csf"}
     assert present["grey_matter"] > present["csf"] > 100
     assert np.allclose(manifest["spacing"].iloc[0], [4, 4, 4]) and manifest["shape"].iloc[0][2] == 6  # z 0..20 mm
-    from samstudy.ingest import load_dataset_table, read_case
+    from samstudy.cases import load_dataset_table, read_case
 
     table, info = load_dataset_table(layout, "mni")
     image, label = read_case(table.iloc[0], info)

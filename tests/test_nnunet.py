@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from samstudy import nnunet
-from samstudy.ingest import ingest_dataset, load_dataset_table
+from samstudy.cases import load_dataset_table
+from samstudy.ingest import ingest_dataset
 from samstudy.io import read_json
 from samstudy.paths import Layout, nnunet_run_name
 from samstudy.splits import load_split, write_dataset_split

@@ -137,8 +137,8 @@ def test_make_prompts_records_settings_and_seed(study):
 
 def _write_source_prediction(layout, dataset: str, run: str, case: str, slices: np.ndarray) -> None:
     """A source run's prediction of one case, in the case's geometry (as nnU-Net writes them)."""
+    from samstudy.cases import load_dataset_table
     from samstudy.infer import write_prediction
-    from samstudy.ingest import load_dataset_table
     from samstudy.preprocess import load_preprocessed
 
     table, _ = load_dataset_table(layout, dataset)
@@ -149,9 +149,9 @@ def _write_source_prediction(layout, dataset: str, run: str, case: str, slices: 
 def test_derived_prompts_are_boxes_of_the_source_runs_masks_not_of_the_ground_truth(study):
     import pytest
 
+    from samstudy.cases import eval_cases
     from samstudy.preprocess import load_preprocessed
     from samstudy.prompts import derive_prompts
-    from samstudy.splits import eval_cases
 
     cfg, layout = study
     cases = eval_cases(layout, "phantom")

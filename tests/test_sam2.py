@@ -325,11 +325,10 @@ def test_config_names_sam2_types_and_rejects_what_they_do_not_run(tmp_path):
 def test_propagate_prompts_from_another_run_are_its_3d_boxes(study):
     """The automatic source: `prompts.derived: {name: {from: <run>, kind: propagate}}` stores the source
     run's 3D boxes as `propagate` prompts (inference then runs the propagate protocol on them)."""
+    from samstudy.cases import eval_cases, load_dataset_table
     from samstudy.infer import write_prediction
-    from samstudy.ingest import load_dataset_table
     from samstudy.preprocess import load_preprocessed
     from samstudy.prompts import derive_prompts
-    from samstudy.splits import eval_cases
 
     cfg, layout = study
     rows = load_dataset_table(layout, "phantom")[0].set_index("case_id")

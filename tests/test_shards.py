@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from samstudy import shards
+from samstudy.cases import select
 from samstudy.paths import Layout, parse_shard, shard_names, shard_of
 from tests.conftest import dry_run_jobs
 
@@ -122,12 +123,12 @@ def test_a_stale_shard_file_or_diverging_shards_are_errors(study, tmp_path):
     written = shards.write_shard_cases(layout, "phantom", 2)
     part = layout.for_shard("0of2")
     cases = list(pd.read_parquet(layout.ingest_table("phantom"))["case_id"])
-    assert shards.select(part, "phantom", cases) == [c for c in cases if shard_of(c, 2) == 0]
+    assert select(part, "phantom", cases) == [c for c in cases if shard_of(c, 2) == 0]
     doc = json.loads(Path(written[0]).read_text())
     doc["cases"] = doc["cases"][1:]  # a case the shard file does not list
     Path(written[0]).write_text(json.dumps(doc))
     with pytest.raises(shards.ShardError, match="stale"):
-        shards.select(part, "phantom", cases)
+        select(part, "phantom", cases)
 
     # two shards that wrote different run records cannot be gathered into one folder
     for k, name in enumerate(shard_names(2)):

@@ -1,4 +1,4 @@
-"""Raw data are inputs: every file a dataset reads is listed from the config alone (samstudy.sources), a
+"""Raw data are inputs: every file a dataset reads is listed from the config alone (samstudy.readers), a
 missing dataset path is a config error, phantoms hold only the cases their settings make, a moved results
 folder still reads its files, and a killed run's lock is told apart from a running one (samstudy.lock)."""
 
@@ -16,10 +16,11 @@ import SimpleITK as sitk
 
 from samstudy import config as samstudy_config
 from samstudy import synthetic
-from samstudy.ingest import ingest_dataset, load_dataset_table, read_case
+from samstudy.cases import load_dataset_table, read_case
+from samstudy.ingest import ingest_dataset
 from samstudy.lock import BUSY, active_runs, recover
 from samstudy.paths import Layout
-from samstudy.sources import dataset_files, fingerprint
+from samstudy.readers import dataset_files, fingerprint
 from tests.test_ingest import _cfg_dataset, _dicom_series, _write
 
 SETTINGS = {"n_patients": 3, "scans_per_patient": 1, "shape": [16, 16, 8]}

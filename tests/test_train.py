@@ -10,9 +10,9 @@ import torch
 from samstudy import adapt
 from samstudy import train as train_mod
 from samstudy.adapt import AdaptedCheckpointError, load_adapted
+from samstudy.cases import eval_cases
 from samstudy.embed import embed_adapted, embed_dataset
 from samstudy.infer import infer_dataset
-from samstudy.splits import eval_cases
 from samstudy.train import _forward, _target, dice_bce_loss, train_method
 from tests.conftest import dry_run_jobs
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from samstudy import readers
+
 SCHEMA_NAME = "config.schema.yaml"
 log = logging.getLogger(__name__)
 
@@ -172,104 +174,23 @@ def _check_prompt_sources(cfg: dict[str, Any]) -> None:
         )
 
 
-RASTER_ENDINGS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-def nnunet_raster(ds: dict[str, Any]) -> bool:
-    """An nnU-Net raw dataset of 2D image files (its dataset.json's file_ending is .png, .jpg, ...)."""
-    if ds["format"] != "nnunet" or not ds.get("path"):
-        return False
-    meta = Path(ds["path"]).expanduser() / "dataset.json"
-    try:
-        return str(json.loads(meta.read_text()).get("file_ending", "")).lower() in RASTER_ENDINGS
-    except (OSError, ValueError):
-        return False  # ingest reports a missing or unreadable dataset.json, naming the file
-
-
-def is_2d(ds: dict[str, Any]) -> bool:
-    """Whether a dataset entry holds 2D images (png files, nnU-Net raster datasets, the png2d phantom)."""
-    if ds["format"] == "png" or nnunet_raster(ds):
-        return True
-    return ds["format"] == "synthetic" and (ds.get("synthetic") or {}).get("kind") == "png2d"
-
-
-def patient_csv(ds: dict[str, Any]) -> str | None:
-    """The patient-id CSV of a dataset entry (a relative path is under the dataset's `path`), or None."""
-    spec = ds.get("patient_id")
-    if not isinstance(spec, dict):
-        return None
-    path = Path(spec["csv"])
-    return str(path if path.is_absolute() or not ds.get("path") else Path(ds["path"]) / path)
-
-
-# Default image/label patterns of the pattern-matched formats.
-DEFAULT_PATTERNS = {
-    "nifti": ("images/{case}.nii.gz", "labels/{case}.nii.gz"),
-    "dicom": ("images/{case}", "labels/{case}.nii.gz"),
-    "png": ("images/{case}.png", "masks/{case}.png"),
-}
-
-
 def _check_dataset_entry(ds: dict[str, Any]) -> None:
-    """Cross-key rules of one dataset entry (what the schema cannot say); fills format defaults."""
-    where = f"datasets.{ds['name']}"
-    builtin = ds.get("builtin")
-    if builtin:
-        # A built-in real dataset (e.g. mni152) is written by samstudy and read by its `format`.
-        if builtin["kind"] == "mni152":
-            if ds["format"] != "nifti":
-                raise ConfigError(f"{where}: builtin mni152 is written as NIfTI: use format nifti")
-            if ds["role"] != "test_only":
-                raise ConfigError(f"{where}: builtin mni152 is one subject: it can only be role test_only")
-    elif ds["format"] != "synthetic" and not ds.get("path"):
-        raise ConfigError(f"{where}: format {ds['format']} needs a 'path'")
-    if ds["format"] in ("nifti", "dicom", "png") and not ds.get("labels") and not builtin:
-        raise ConfigError(f"{where}: format {ds['format']} has no dataset.json; declare its label values in 'labels'")
-    if ds["format"] in DEFAULT_PATTERNS:
-        image, label = DEFAULT_PATTERNS[ds["format"]]
-        ds.setdefault("image_pattern", image)
-        ds.setdefault("label_pattern", label)
-    for key in ("spacing", "mask_threshold"):
-        if key in ds and ds["format"] != "png" and not nnunet_raster(ds):
-            raise ConfigError(
-                f"{where}: '{key}' applies to 2D image files only (format png, or nnunet with a raster "
-                "file_ending); other formats carry their geometry"
-            )
-    if isinstance(ds.get("patient_id"), dict):
-        ds["patient_id"].setdefault("case_column", "case_id")
-        ds["patient_id"].setdefault("patient_column", "patient_id")
-    if ds["format"] == "synthetic":
-        phantom = ds.setdefault("synthetic", {})
-        kind = phantom.setdefault("kind", "ct3d")
-        ndim = 2 if kind == "png2d" else 3
-        for key in ("shape", "spacing"):
-            if key in phantom and len(phantom[key]) != ndim:
-                raise ConfigError(f"{where}: synthetic.{key} of a {kind} phantom has {ndim} entries")
-        for key in ("rotation_deg", "noise_hu"):
-            if key in phantom and kind != "ct3d":
-                raise ConfigError(f"{where}: synthetic.{key} applies to the ct3d phantom only")
-
-
-def generated(ds: dict[str, Any]) -> bool:
-    """A built-in dataset (the phantoms, mni152): samstudy writes its files from the config, so they are
-    outputs of its ingest job, not inputs, and its path need not exist yet."""
-    return ds["format"] == "synthetic" or bool(ds.get("builtin"))
+    """Cross-key rules of one dataset entry (what the schema cannot say): its reader's (samstudy.readers),
+    which fills format defaults; a broken rule is a ConfigError with the reader's message."""
+    try:
+        readers.check_entry(ds)
+    except readers.EntryError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_paths(cfg: dict[str, Any]) -> None:
     """The user's data exist: a dataset `path` (and a patient-id CSV) that is not there is a config error
     before any job runs. Built-in datasets are written at their path, so theirs need not exist yet."""
     for ds in cfg["datasets"]:
-        if generated(ds):
-            continue
-        where = f"datasets.{ds['name']}"
-        path = Path(ds["path"]).expanduser()
-        if not path.is_dir():
-            what = "is a file, not a dataset folder" if path.exists() else "does not exist"
-            raise ConfigError(f"{where}.path: {path} {what}")
-        csv = patient_csv(ds)
-        if csv and not Path(csv).is_file():
-            raise ConfigError(f"{where}.patient_id.csv: {csv} does not exist")
+        try:
+            readers.check_files(ds)
+        except readers.EntryError as err:
+            raise ConfigError(str(err)) from None
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samstudy.ingest import load_dataset_table
+from samstudy.cases import eval_cases, load_dataset_table, select
 from samstudy.io import atomic_path, write_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
-from samstudy.shards import select
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +244,6 @@ def embed_adapted(layout: Layout, dataset: str, method: str, method_cfg: dict, m
     """Embed a dataset's evaluation cases with a method's adapted encoder (LoRA, adapters, full), into the
     same cache (keyed by the base and the adapted checkpoint's hashes); write the method's index."""
     from samstudy.adapt import load_adapted
-    from samstudy.splits import eval_cases
 
     model = load_model(model_cfg, resolve_device(settings["device"]))
     load_adapted(model, layout.checkpoint(method), method_cfg["adaptation"])

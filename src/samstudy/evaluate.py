@@ -24,10 +24,9 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from samstudy.ingest import load_dataset_table, read_case
+from samstudy.cases import eval_cases, load_dataset_table, read_case
 from samstudy.io import atomic_path, read_json, write_json, write_parquet
 from samstudy.paths import Layout
-from samstudy.splits import eval_cases
 
 log = logging.getLogger(__name__)
 

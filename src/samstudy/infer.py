@@ -26,14 +26,13 @@ import torch
 from tqdm import tqdm
 
 from samstudy import adapt
+from samstudy.cases import eval_cases, load_dataset_table, reference_geometry
 from samstudy.embed import load_case_embeddings
-from samstudy.ingest import load_dataset_table, reference_geometry
 from samstudy.io import atomic_path, read_json, write_json
 from samstudy.models import LoadedModel, load_model, resolve_device
 from samstudy.paths import Layout, run_name
 from samstudy.preprocess import from_slices, load_preprocessed
 from samstudy.prompts import load_prompts, next_click, prompt_target
-from samstudy.splits import eval_cases
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,13 @@
-"""Ingest: read a dataset in the format it comes in, validate every case, write the manifest rows.
+"""Ingest: read a dataset with the reader of its format, validate every case, write the manifest rows.
 
 A bad case is reported (file + reason) in the rejected table and left out; the other cases go on.
 Cases are read one at a time, so memory does not grow with the dataset.
 
-Formats: `nnunet`, `msd`, `nifti` (pattern-matched pairs), `dicom` (series folders; labels as NIfTI/NRRD
-or DICOM-SEG, read with highdicom), `png` (2D image/mask files: PNG, JPG, TIFF, BMP; grey or RGB images;
-0/255, index or palette masks, read with Pillow), `synthetic` (the built-in phantoms). 2D cases stay 2D
-all the way: their manifest shape and spacing have two entries.
+The formats (`nnunet`, `msd`, `nifti`, `dicom`, `png`, `synthetic`, built-in `mni152`) and how their files
+are listed and read live in `samstudy.readers`; the manifest's schema and loading in `samstudy.cases`.
+This module checks what the readers find (geometry, dimensions, NaN, label values, patient ids) and
+writes the dataset's manifest rows, rejections and info. 2D cases stay 2D all the way: their manifest
+shape and spacing have two entries.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import hashlib
 import logging
 import re
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,43 +23,30 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from samstudy import config as samstudy_config
-from samstudy import synthetic
-from samstudy.io import read_json, write_json, write_parquet
+from samstudy.cases import MANIFEST_COLUMNS, REJECTED_COLUMNS, map_labels
+from samstudy.io import write_json, write_parquet
 from samstudy.paths import Layout
-from samstudy.sources import READERS, CaseFiles, DatasetInfo, dataset_path, is_raster  # noqa: F401 (re-exported)
+from samstudy.readers import (
+    READERS,
+    CaseError,
+    CaseFiles,
+    DatasetInfo,
+    ReadOptions,
+    dataset_path,
+    is_raster,
+    list_cases,
+    load_image,
+    patient_csv,
+    read_label,
+    read_options,
+    write_generated,
+)
 
 log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = [
-    "dataset",
-    "case_id",
-    "patient_id",
-    "modality",
-    "role",
-    "images",
-    "label",
-    "shape",
-    "spacing",
-    "origin",
-    "direction",
-    "labels_present",
-    "content_hash",
-]
-REJECTED_COLUMNS = ["dataset", "case_id", "file", "reason"]
 
 GEOMETRY_TOLERANCE = 1e-3  # relative tolerance on spacing/origin/direction between image and label
 MAX_DIM = 4096  # voxels per axis; beyond is treated as a corrupt header
 MAX_VOXELS = 2_000_000_000
-
-
-class CaseError(ValueError):
-    """A problem with one case; the message names the file and what is wrong."""
-
-    def __init__(self, file: str | Path, reason: str):
-        super().__init__(f"{file}: {reason}")
-        self.file = str(file)
-        self.reason = reason
 
 
 # ---------------------------------------------------------------- labels
@@ -84,16 +71,6 @@ def label_mapping(ds: dict, info: DatasetInfo) -> tuple[dict[int, str], dict[int
             )
         names[i], sources[i] = name, values
     return names, sources
-
-
-def map_labels(array: np.ndarray, sources: dict[int, list[int]]) -> np.ndarray:
-    """Source label array -> study label array (values not chosen become background)."""
-    lut = np.zeros(int(array.max(initial=0)) + 1, dtype=np.uint8)
-    for study_value, values in sources.items():
-        for v in values:
-            if v < lut.size:
-                lut[v] = study_value
-    return lut[array]
 
 
 # ---------------------------------------------------------------- validation
@@ -124,205 +101,6 @@ def _hash_and_check(path: str, what: str) -> str:
     if unzip is not None and not unzip.eof:
         raise CaseError(path, f"{what} file is unreadable or truncated (gzip stream ends early)")
     return digest.hexdigest()
-
-
-def _dicom_positions(files: list[str]) -> np.ndarray:
-    """Each file's ImagePositionPatient (0020|0032) projected on the slice normal."""
-    positions, normal = [], None
-    for f in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(f)
-        reader.ReadImageInformation()
-        if normal is None:
-            orient = [float(x) for x in reader.GetMetaData("0020|0037").split("\\")]
-            normal = np.cross(orient[:3], orient[3:])
-        positions.append(float(np.dot([float(x) for x in reader.GetMetaData("0020|0032").split("\\")], normal)))
-    return np.sort(np.asarray(positions))
-
-
-def read_dicom_series(folder: str) -> sitk.Image:
-    """Read the one DICOM series in a folder; missing or unevenly spaced slices are an error."""
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
-    if not series:
-        raise CaseError(folder, "no DICOM series found in this folder")
-    if len(series) > 1:
-        raise CaseError(folder, f"{len(series)} DICOM series in one case folder; expected one")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series[0])
-    if len(files) >= 3:
-        steps = np.diff(_dicom_positions(list(files)))
-        if np.any(steps <= 1e-6) or np.ptp(steps) > 0.01 * np.median(steps):
-            raise CaseError(
-                folder,
-                f"DICOM slices are missing or unevenly spaced (steps {np.round(np.unique(steps), 3).tolist()} mm)",
-            )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    return reader.Execute()
-
-
-def _open_raster(path: str, what: str):
-    """A Pillow image, fully decoded (a truncated file fails here, not later)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        im = Image.open(path)
-        frames = getattr(im, "n_frames", 1)
-        if frames > 1:
-            raise CaseError(path, f"{what} file has {frames} frames/pages; expected one 2D image")
-        im.load()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise CaseError(path, f"{what} file is unreadable or truncated ({err})") from err
-    return im
-
-
-def raster_pixels(path: str) -> np.ndarray:
-    """A 2D image's pixels: (H, W) grey or (H, W, 3) RGB. Alpha is dropped; palette, CMYK, ... become RGB;
-    an RGB image whose three channels are equal is grey."""
-    im = _open_raster(path, "image")
-    if im.mode in ("1", "LA", "La"):
-        im = im.convert("L")
-    elif im.mode not in ("L", "RGB", "I", "F") and not im.mode.startswith("I;16"):
-        im = im.convert("RGB")
-    arr = np.asarray(im)
-    if arr.ndim == 3 and (arr == arr[..., :1]).all():
-        arr = arr[..., 0]
-    return np.ascontiguousarray(arr)
-
-
-def raster_mask(path: str, threshold: float | None = None) -> np.ndarray:
-    """A 2D mask's label values (H, W): grey and index masks as stored, palette masks as their indices,
-    RGB masks only when their channels are equal (or binarised with `threshold`, e.g. JPEG masks)."""
-    im = _open_raster(path, "label")
-    if im.mode in ("LA", "PA"):
-        arr = np.asarray(im)[..., 0]
-    elif im.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
-        rgb = np.asarray(im.convert("RGB"))
-        if (rgb == rgb[..., :1]).all():
-            arr = rgb[..., 0]
-        elif threshold is not None:
-            arr = np.asarray(im.convert("L"))
-        else:
-            raise CaseError(
-                path,
-                "colour mask (its RGB channels differ): give masks as grey, index or palette images, "
-                "or set mask_threshold for binary masks saved as colour JPEG",
-            )
-    else:  # "1", "L", "P" (palette indices), "I;16", "I", "F"
-        arr = np.asarray(im)
-    if threshold is not None:
-        arr = (arr >= threshold).astype(np.uint8)
-    elif arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    return np.ascontiguousarray(arr)
-
-
-def raster_image(path: str, spacing=None) -> sitk.Image:
-    """A 2D raster image as a SimpleITK image (vector pixels for RGB), origin 0, identity direction."""
-    arr = raster_pixels(path)
-    img = sitk.GetImageFromArray(arr, isVector=arr.ndim == 3)
-    img.SetSpacing([float(v) for v in (spacing or (1.0, 1.0))])
-    return img
-
-
-def read_image(path: str, spacing=None) -> sitk.Image:
-    """Any image a dataset can hold: a file SimpleITK reads, a folder with one DICOM series, or a 2D raster
-    file (PNG/JPG/TIFF/BMP; `spacing` (x, y) in mm, 1 by default, since these files carry none)."""
-    if Path(path).is_dir():
-        return read_dicom_series(path)
-    if is_raster(path):
-        return raster_image(path, spacing)
-    return sitk.ReadImage(path)
-
-
-def _read_image(path: str, what: str, spacing=None) -> sitk.Image:
-    if not Path(path).exists():
-        raise CaseError(path, f"{what} file is missing")
-    try:
-        return read_image(path, spacing)
-    except RuntimeError as err:
-        msg = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
-        raise CaseError(path, f"{what} file is unreadable or truncated ({msg})") from err
-
-
-def is_dicom_seg(path: str | Path) -> bool:
-    """A DICOM-SEG label file (a single .dcm file beside a DICOM series)."""
-    return str(path).lower().endswith(".dcm") and Path(path).is_file()
-
-
-def read_dicom_seg(path: str, series_folder: str) -> np.ndarray:
-    """A DICOM-SEG's segments as a label array (z, y, x) on the grid of the series it segments.
-
-    Read with highdicom: frames are matched to the series' slices by their SOP Instance UIDs (so the
-    label has the image's geometry by construction); the value of a voxel is its segment number.
-    """
-    import highdicom as hd
-
-    try:
-        seg = hd.seg.segread(path)
-    except Exception as err:  # pydicom/highdicom raise many types for a bad file
-        raise CaseError(path, f"label file is not a readable DICOM-SEG ({type(err).__name__}: {err})") from err
-    if not Path(series_folder).is_dir():
-        raise CaseError(path, "a DICOM-SEG label needs its image as a DICOM series folder")
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(series_folder)
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(series_folder, series[0]) if series else ()
-    uids = []
-    for f in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(f)
-        reader.ReadImageInformation()
-        uids.append(reader.GetMetaData("0008|0018").strip())
-    referenced = {sop for _, _, sop in seg.get_source_image_uids()}
-    foreign = referenced - set(uids)
-    if not uids or foreign:
-        raise CaseError(
-            path,
-            f"DICOM-SEG does not fit the image series {series_folder}: "
-            f"{len(foreign)} of the {len(referenced)} instances it segments are not in that series",
-        )
-    try:
-        arr = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids,
-            combine_segments=True,
-            relabel=False,
-            assert_missing_frames_are_empty=True,
-        )
-    except Exception as err:
-        raise CaseError(path, f"DICOM-SEG does not fit the image series {series_folder} ({err})") from err
-    return np.asarray(arr)
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How a dataset's files are read: 2D spacing and mask binarisation (png)."""
-
-    spacing: tuple[float, ...] | None = None
-    mask_threshold: float | None = None
-
-    @classmethod
-    def of(cls, ds: dict) -> ReadOptions:
-        spacing = ds.get("spacing")
-        if ds["format"] == "synthetic" and synthetic.kind(ds) == "png2d":
-            spacing = synthetic.png_spacing(ds)
-        return cls(tuple(float(v) for v in spacing) if spacing else None, ds.get("mask_threshold"))
-
-
-def read_label(path: str, image: sitk.Image, image_path: str, options: ReadOptions) -> sitk.Image:
-    """A label file as an image: 2D masks (with the image's spacing), DICOM-SEG (on the series' grid),
-    or any file SimpleITK reads."""
-    if not Path(path).exists():
-        raise CaseError(path, "label file is missing")
-    if is_raster(path):
-        lab = sitk.GetImageFromArray(raster_mask(path, options.mask_threshold))
-        lab.SetSpacing([float(v) for v in (options.spacing or (1.0, 1.0))])
-        return lab
-    if is_dicom_seg(path):
-        arr = read_dicom_seg(path, image_path)
-        if arr.shape != sitk.GetArrayViewFromImage(image).shape[: arr.ndim]:
-            raise CaseError(path, f"DICOM-SEG grid {arr.shape[::-1]} differs from the image's {image.GetSize()}")
-        lab = sitk.GetImageFromArray(arr.astype(np.uint16 if arr.max(initial=0) > 255 else np.uint8))
-        lab.CopyInformation(image)
-        return lab
-    return _read_image(path, "label")
 
 
 def _check_dims(img: sitk.Image, path: str, ndim: int) -> None:
@@ -382,7 +160,7 @@ def validate_case(
     if files.label is None:
         raise CaseError(files.images[0], "no label file for this image")
     content = [_hash_and_check(p, "image") for p in files.images] + [_hash_and_check(files.label, "label")]
-    images = [_read_image(p, "image", options.spacing) for p in files.images]
+    images = [load_image(p, "image", options.spacing) for p in files.images]
     expected_dim = files.extra.get("ndim", 3)  # 2: png; 4: MSD multi-modal (x, y, z, channel)
     ref = images[0]
     _check_dims(ref, files.images[0], expected_dim)
@@ -456,7 +234,7 @@ class PatientIds:
     def __init__(self, ds: dict):
         spec = ds.get("patient_id")
         self.pattern = spec if isinstance(spec, str) else None
-        csv = samstudy_config.patient_csv(ds)
+        csv = patient_csv(ds)
         self.csv = None if csv is None else Path(csv).resolve()
         self.table: dict[str, set[str]] = {}
         if self.csv is None:
@@ -486,30 +264,16 @@ class PatientIds:
 # ---------------------------------------------------------------- the stage
 
 
-def write_builtin(ds: dict, root: Path, seed: int) -> None:
-    """Materialise a built-in dataset (phantoms, mni152) at its path; same settings, same bytes."""
-    if ds["format"] == "synthetic":
-        synthetic.write_dataset(root, seed, ds.get("synthetic"))
-    elif ds.get("builtin"):
-        from samstudy import builtin
-
-        builtin.write(root, ds["builtin"])
-
-
 def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) -> pd.DataFrame:
     """Read, validate and record one dataset; writes the dataset's manifest rows, rejections and info."""
     name = ds["name"]
     root = dataset_path(layout, ds).resolve()
-    write_builtin(ds, root, seed)
     if ds["format"] not in READERS:
         raise NotImplementedError(f"dataset {name}: format '{ds['format']}' is not supported yet")
-    info, found = READERS[ds["format"]](root, ds)
-    if ds.get("builtin"):
-        from samstudy import builtin
-
-        info.declared = builtin.declared_labels(ds["builtin"])
+    write_generated(ds, root, seed)
+    info, found = list_cases(root, ds)
     names, sources = label_mapping(ds, info)
-    options = ReadOptions.of(ds)
+    options = read_options(ds)
     patient_ids = PatientIds(ds)
     rows, rejected, seen, colour = [], [], set(), False
     # `found` is a generator: one case's files are found, read and validated at a time.
@@ -570,64 +334,3 @@ def merge_manifests(layout: Layout, datasets: list[str]) -> pd.DataFrame:
     write_parquet(layout.manifest(), manifest)
     write_parquet(layout.rejected(), rejected)
     return manifest
-
-
-def load_dataset_table(layout: Layout, dataset: str) -> tuple[pd.DataFrame, dict]:
-    """A dataset's manifest rows (image and label paths absolute: those stored relative to results_dir are
-    resolved against it) and its info (labels, modality, ...)."""
-    info = read_json(layout.ingest_info(dataset))
-    info["labels"] = {int(k): v for k, v in info["labels"].items()}
-    info["label_sources"] = {int(k): v for k, v in info["label_sources"].items()}
-    info["path"] = layout.resolve(info["path"])
-    table = pd.read_parquet(layout.ingest_table(dataset))
-    table["images"] = [[layout.resolve(f) for f in files] for files in table["images"]]
-    table["label"] = [layout.resolve(f) for f in table["label"]]
-    return table, info
-
-
-def _options(info: dict) -> ReadOptions:
-    read = info.get("read") or {}
-    spacing = read.get("spacing")
-    return ReadOptions(tuple(spacing) if spacing else None, read.get("mask_threshold"))
-
-
-def read_case(row, info: dict) -> tuple[sitk.Image, np.ndarray]:
-    """A manifest row's image (SimpleITK; the first channel of a 4D file; 2D images keep their RGB
-    pixels) and its study label array ((z, y, x), or (y, x) for a 2D case)."""
-    options = _options(info)
-    image = read_image(row["images"][0], options.spacing)
-    if image.GetDimension() == 4:
-        image = image[:, :, :, 0]
-    label = read_label(row["label"], image, row["images"][0], options)
-    return image, map_labels(sitk.GetArrayFromImage(label).astype(np.int64), info["label_sources"])
-
-
-def reference_geometry(reference) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """(size, spacing, origin, direction) of a case's image, from its manifest row (a mapping with
-    `shape`, `spacing`, `origin`, `direction`: exact, and right for 2D files whose spacing comes from the
-    config) or from an image path (header only; a DICOM series folder is read whole; 4D -> its 3D part)."""
-    if not isinstance(reference, str | Path):
-        return (
-            tuple(int(v) for v in reference["shape"]),
-            tuple(float(v) for v in reference["spacing"]),
-            tuple(float(v) for v in reference["origin"]),
-            tuple(float(v) for v in reference["direction"]),
-        )
-    if Path(reference).is_dir() or is_raster(reference):
-        img = read_image(str(reference))
-        size, spacing, origin, direction, dim = (
-            img.GetSize(),
-            img.GetSpacing(),
-            img.GetOrigin(),
-            img.GetDirection(),
-            img.GetDimension(),
-        )
-    else:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(reference))
-        reader.ReadImageInformation()
-        size, spacing, origin = reader.GetSize(), reader.GetSpacing(), reader.GetOrigin()
-        direction, dim = reader.GetDirection(), reader.GetDimension()
-    keep = min(dim, 3)
-    direction = tuple(np.asarray(direction).reshape(dim, dim)[:keep, :keep].ravel().tolist())
-    return tuple(size[:keep]), tuple(spacing[:keep]), tuple(origin[:keep]), direction

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from samstudy import shards
-from samstudy.ingest import is_raster, load_dataset_table, read_case, read_image
+from samstudy.cases import load_dataset_table, read_case, select
 from samstudy.io import atomic_path, read_json, sha256_json, write_json
 from samstudy.paths import Layout, nnunet_prompted_run_name, nnunet_run_name
 from samstudy.preprocess import from_slices, load_preprocessed
 from samstudy.prompts import case_rng, jitter_box, load_prompts, tight_box
+from samstudy.readers import is_raster, read_image
 from samstudy.splits import cases_in, load_split
 
 log = logging.getLogger(__name__)
@@ -538,7 +538,7 @@ def _predict_configuration(
 
 def _test_cases(layout: Layout, dataset: str, exported: dict) -> list[str]:
     """The exported test cases this job predicts: all, or those of its shard (a sharded job's layout)."""
-    return shards.select(layout, dataset, list(exported["test"]))
+    return select(layout, dataset, list(exported["test"]))
 
 
 def _test_inputs(exported: dict, cases: list[str]) -> list[list[str]]:

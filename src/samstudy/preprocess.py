@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from samstudy.ingest import load_dataset_table, read_case
+from samstudy.cases import load_dataset_table, read_case
 from samstudy.io import atomic_path
 from samstudy.paths import Layout
 

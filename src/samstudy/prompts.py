@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from samstudy.ingest import load_dataset_table
+from samstudy.cases import eval_cases, load_dataset_table, select
 from samstudy.io import read_json, write_json
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
@@ -206,8 +206,6 @@ def make_prompts(layout: Layout, dataset: str, protocol: str, settings: dict, se
     The artifact also records the protocol's settings and the seed, so inference (clicks rounds,
     box3d margin) reads the very settings the prompts were made with.
     """
-    from samstudy.shards import select
-
     table, _ = load_dataset_table(layout, dataset)
     cases = {}
     for case in tqdm(
@@ -246,7 +244,6 @@ def derive_prompts(layout: Layout, dataset: str, protocol: str, spec: dict, sett
     the ground truth. A slice where the source predicts nothing gets no prompt (and is still scored).
     """
     from samstudy.preprocess import label_slices
-    from samstudy.splits import eval_cases
 
     kind = spec.get("kind", "box")
     if kind not in DERIVED_KINDS:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from samstudy.evaluate import MIN_CASES_FOR_INFERENCE, comparison_of
+from samstudy.cases import load_manifest
+from samstudy.evaluate import MIN_CASES_FOR_INFERENCE, comparison_of, dice_vs_clicks_curve
 from samstudy.io import atomic_path, read_json, sha256_file
 from samstudy.paths import Layout
 
@@ -102,8 +103,6 @@ def _clicks_curve(curve: pd.DataFrame) -> str:
 def _clicks_section(layout: Layout) -> str:
     """The Dice-vs-clicks curve and table (per run, dataset, label and click count), or a line saying
     the study has no clicks run."""
-    from samstudy.evaluate import dice_vs_clicks_curve
-
     path = Path(layout.click_metrics())
     clicks = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
     if clicks.empty:
@@ -304,7 +303,7 @@ def _cost(layout: Layout) -> pd.DataFrame:
 def write_report(layout: Layout, config: dict, nnunet_stamps: list[str]) -> str:
     """Write report/index.html from metrics.parquet, summary.json and the run's provenance."""
     metrics = pd.read_parquet(layout.metrics())
-    manifest = pd.read_parquet(layout.manifest())
+    manifest = load_manifest(layout)
     table = (
         metrics.groupby(["dataset", "run", "prompt_source", "label"])[["dice", "nsd", "hd95"]]
         .mean()

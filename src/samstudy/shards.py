@@ -25,14 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from samstudy.cases import ShardError, case_order, eval_cases, held_out_cases, stored_table
 from samstudy.io import read_json, sha256_file, sha256_json, write_json, write_parquet
 from samstudy.paths import Layout, shard_names, shard_of
 
 log = logging.getLogger(__name__)
-
-
-class ShardError(RuntimeError):
-    """A shard's files disagree with each other or with the dataset (stale or mixed results)."""
 
 
 def write_shard_cases(layout: Layout, dataset: str, count: int) -> list[str]:
@@ -40,10 +37,8 @@ def write_shard_cases(layout: Layout, dataset: str, count: int) -> list[str]:
     SHA-256 of their preprocessed slices and of their manifest row (which holds the raw files' content
     hash), and whether they are test cases (and the SHA-256 of the dataset's info: its labels); and the
     same without the slices' hashes (the "rows" view, for the stages that read the raw data)."""
-    from samstudy.splits import cases_in, load_split
-
-    table = pd.read_parquet(layout.ingest_table(dataset))  # stored paths: a moved folder keeps its shards
-    test = set(cases_in(load_split(layout, dataset), "test"))
+    table = stored_table(layout, dataset)  # stored paths: a moved folder keeps its shards
+    test = set(held_out_cases(layout, dataset))
     groups: list[list[dict]] = [[] for _ in range(count)]
     for row in table.to_dict("records"):
         case = row["case_id"]
@@ -70,30 +65,13 @@ def write_shard_cases(layout: Layout, dataset: str, count: int) -> list[str]:
     return written
 
 
-def select(layout: Layout, dataset: str, cases: list[str]) -> list[str]:
-    """The cases of `cases` this layout's job handles: all of them unsharded; in a sharded job those of its
-    shard, checked against the shard file the checkpoint wrote (a job never works from a stale list)."""
-    chosen = layout.select(cases)
-    if layout.shard is None:
-        return chosen
-    path = layout.shard_cases(dataset)
-    listed = [c["case_id"] for c in read_json(path)["cases"]]
-    expected = [c for c in listed if c in set(cases)]
-    if sorted(expected) != sorted(chosen):
-        raise ShardError(
-            f"{path}: lists {len(expected)} of these cases, the dataset has {len(chosen)} in shard "
-            f"{layout.shard}: the shard file is stale; rerun the workflow"
-        )
-    return chosen
-
-
 def _shard_layouts(layout: Layout, count: int) -> list[Layout]:
     return [layout.for_shard(name) for name in shard_names(count)]
 
 
 def gather_embed(layout: Layout, model: str, dataset: str, count: int) -> dict:
     """One dataset's embedding index from its shards' (the cases in manifest order): what `train` reads."""
-    order = list(pd.read_parquet(layout.ingest_table(dataset), columns=["case_id"])["case_id"])
+    order = case_order(layout, dataset)
     parts = [read_json(s.embed_index(model, dataset)) for s in _shard_layouts(layout, count)]
     weights = {p["model_sha256"] for p in parts}
     if len(weights) != 1:
@@ -112,14 +90,12 @@ def gather_embed(layout: Layout, model: str, dataset: str, count: int) -> dict:
 def gather_prompts(layout: Layout, protocol: str, dataset: str, count: int) -> dict:
     """One dataset's prompts of one protocol from its shards', in the order an unsharded job writes them
     (the manifest's for prompts from the ground truth, the test cases' for prompts derived from a run)."""
-    from samstudy.splits import eval_cases
-
     parts = [read_json(s.prompts(dataset, protocol)) for s in _shard_layouts(layout, count)]
     common = [{k: v for k, v in p.items() if k != "cases"} for p in parts]
     if any(c != common[0] for c in common):
         raise ShardError(f"{dataset}/{protocol}: the shards' prompts were made with different settings")
     if common[0].get("from_ground_truth", True):
-        order = list(pd.read_parquet(layout.ingest_table(dataset), columns=["case_id"])["case_id"])
+        order = case_order(layout, dataset)
     else:
         order = eval_cases(layout, dataset)
     cases = {case: prompts for p in parts for case, prompts in p["cases"].items()}
@@ -160,8 +136,7 @@ def _merge_metrics(frames: list[pd.DataFrame], order: list[str], columns: list[s
 
 def gather_run(layout: Layout, run: str, dataset: str, count: int) -> pd.DataFrame:
     """One run on one dataset from its shards: the predictions folder (hard links) and the metrics."""
-    from samstudy.evaluate import METRIC_COLUMNS
-    from samstudy.splits import eval_cases
+    from samstudy.evaluate import METRIC_COLUMNS  # here: evaluate imports SimpleITK, the other gathers need not
 
     shards = _shard_layouts(layout, count)
     out = Path(layout.prediction_dir(run, dataset))
@@ -184,7 +159,6 @@ def gather_run(layout: Layout, run: str, dataset: str, count: int) -> pd.DataFra
 def gather_clicks(layout: Layout, run: str, dataset: str, count: int) -> pd.DataFrame:
     """A clicks run's per-click metrics from its shards."""
     from samstudy.evaluate import CLICK_COLUMNS
-    from samstudy.splits import eval_cases
 
     frame = _merge_metrics(
         [pd.read_parquet(s.run_click_metrics(run, dataset)) for s in _shard_layouts(layout, count)],

@@ -94,6 +94,7 @@ def merge_splits(layout: Layout, datasets: list[str]) -> dict:
 
 
 def load_split(layout: Layout, dataset: str) -> dict:
+    """A dataset's split (splits/<dataset>.json), re-checked."""
     split = read_json(layout.dataset_splits(dataset))
     check_split(split)
     return split
@@ -106,11 +107,3 @@ def cases_in(split: dict, part: str, fold: int = 0) -> list[str]:
     if not split["folds"]:
         return []
     return list(split["folds"][fold][part])
-
-
-def eval_cases(layout: Layout, dataset: str) -> list[str]:
-    """The cases every method is scored on: the test part of the dataset's split (in a sharded job's
-    layout, those of its shard)."""
-    from samstudy.shards import select
-
-    return select(layout, dataset, cases_in(load_split(layout, dataset), "test"))

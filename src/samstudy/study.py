@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from samstudy import config as samstudy_config
+from samstudy import readers
 from samstudy.config import ConfigError
 from samstudy.paths import (
     NNUNET_PROMPT_PROTOCOL,
@@ -158,7 +159,7 @@ class Study:
     def nnunet_configs(self, dataset: str) -> list[str]:
         """The nnU-Net configurations trained on a dataset: nnU-Net plans no 3D configuration for 2D images,
         so on a 2D dataset only its 2d one."""
-        if samstudy_config.is_2d(self.datasets[dataset]):
+        if readers.is_2d(self.datasets[dataset]):
             return [c for c in self.nnunet_configurations if c == "2d"]
         return self.nnunet_configurations
 

@@ -111,9 +111,9 @@ def _official_litemedsam_volumes(results: Path, dataset: str, protocol: str = "b
     slice with the study's stored box prompts, in their stored order (tests/official_reference.py)."""
     from skimage import io as skio
 
+    from samstudy.cases import eval_cases
     from samstudy.models import load_model
     from samstudy.paths import Layout
-    from samstudy.splits import eval_cases
     from tests import official_reference as official
 
     layout = Layout(str(results))

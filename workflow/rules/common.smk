@@ -5,7 +5,7 @@
 import shlex
 
 from samstudy import config as samstudy_config
-from samstudy import sources
+from samstudy import readers
 from samstudy.paths import NNUNET_PROMPT_PROTOCOL, run_name
 from samstudy.study import NNUNET_PLAIN, NNUNET_VARIANTS, Study, check_checkpoints
 
@@ -68,7 +68,7 @@ def raw_files(dataset):
     # Every file a user dataset's ingest reads (listed once per DAG; [] for the built-in datasets,
     # which ingest writes from the config).
     if dataset not in RAW_FILES:
-        RAW_FILES[dataset] = sources.dataset_files(DATASETS[dataset])
+        RAW_FILES[dataset] = readers.dataset_files(DATASETS[dataset])
     return RAW_FILES[dataset]
 
 
@@ -80,7 +80,7 @@ def ingest_inputs(wildcards):
 def ingest_params(wildcards):
     return P(
         STUDY.ingest_params(
-            wildcards.dataset, sources.fingerprint(raw_files(wildcards.dataset))
+            wildcards.dataset, readers.fingerprint(raw_files(wildcards.dataset))
         )
     )
 
