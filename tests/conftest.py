@@ -14,6 +14,7 @@ import torch
 
 from samstudy import config as samstudy_config
 from samstudy.paths import Layout
+from samstudy.study import check_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,9 @@ def study_config(tmp_path, **overrides) -> dict:
         "splits": {"test_fraction": 0.25, "val_fraction": 0.34},
     }
     raw.update(overrides)
-    return samstudy_config.validate(raw)
+    # what the study runs (model families, derived prompts' sources) is the study table's check (the
+    # Snakefile runs it before any job)
+    return check_runs(samstudy_config.validate(raw))
 
 
 @pytest.fixture

@@ -297,11 +297,13 @@ def test_small_sam2_study_runs_end_to_end(tmp_path):
 
 def test_config_names_sam2_types_and_rejects_what_they_do_not_run(tmp_path):
     from samstudy import config as samstudy_config
+    from samstudy.families import types_with
     from samstudy.families.sam2 import SAM2_CONFIGS
+    from samstudy.study import runs_protocol
     from tests.conftest import study_config
 
     enum = samstudy_config.schema()["properties"]["models"]["additionalProperties"]["properties"]["type"]["enum"]
-    assert set(samstudy_config.SAM2_TYPES) == set(SAM2_CONFIGS) <= set(enum)
+    assert set(types_with("image_size")) == set(SAM2_CONFIGS) <= set(enum)
     sam2 = {"type": "sam2.1_hiera_t", "image_size": 256, "random_init": True}
     cfg = study_config(
         tmp_path,
@@ -309,8 +311,8 @@ def test_config_names_sam2_types_and_rejects_what_they_do_not_run(tmp_path):
         methods={"lite": {"model": "lite"}, "s2": {"model": "sam2"}, "s2d": {"model": "sam2", "adaptation": "decoder"}},
         prompts={"protocols": ["box", "propagate"]},
     )
-    assert samstudy_config.runs_protocol(cfg, "s2", "propagate") and samstudy_config.runs_protocol(cfg, "lite", "box")
-    assert not samstudy_config.runs_protocol(cfg, "lite", "propagate")  # SAM 2's memory only
+    assert runs_protocol(cfg, "s2", "propagate") and runs_protocol(cfg, "lite", "box")
+    assert not runs_protocol(cfg, "lite", "propagate")  # SAM 2's memory only
     for adaptation in ("lora", "adapter", "full", "promptfree"):
         with pytest.raises(samstudy_config.ConfigError, match=f"adaptation '{adaptation}' is not built for SAM 2"):
             study_config(tmp_path, models={"sam2": sam2}, methods={"m": {"model": "sam2", "adaptation": adaptation}})

@@ -13,7 +13,7 @@ from snakemake.utils import update_config
 
 from samstudy import config as samstudy_config
 from samstudy.config import ConfigError
-from samstudy.study import NNUNET_PLAIN, NNUNET_PROMPTED, Study, check_checkpoints
+from samstudy.study import NNUNET_PLAIN, NNUNET_PROMPTED, Study, check_checkpoints, check_families, runs_protocol
 from tests.conftest import REPO, dry_run_jobs
 
 P = samstudy_config.as_param
@@ -279,3 +279,22 @@ def test_random_init_models_get_a_seed_real_weights_none():
     assert "seed" not in cfg["models"]["litemedsam"]  # real weights: their entry, and jobs, unchanged
     with pytest.raises(ConfigError, match="'seed' applies to random_init"):
         samstudy_config.validate(merged(models={"litemedsam": {"seed": 3}}))
+
+
+def test_what_a_family_cannot_run_is_refused_with_the_reason():
+    sam2 = {"type": "sam2.1_hiera_t", "image_size": 256, "random_init": True}
+    for adaptation in ("lora", "promptfree"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"methods.m: adaptation '{adaptation}' is not built for SAM 2 models "
+            r"\(they run none, decoder\): promptfree builds a segment_anything mask decoder",
+        ):
+            study_of(models={"sam2": sam2}, methods={"m": {"model": "sam2", "adaptation": adaptation}})
+    with pytest.raises(ConfigError, match=r"models.litemedsam: image_size applies to the SAM 2 types only \(sam2.1"):
+        study_of(models={"litemedsam": {"image_size": 256}})
+    cfg = samstudy_config.validate(
+        merged(models={"sam2": sam2}, methods={"s2": {"model": "sam2"}}, prompts={"protocols": ["box", "propagate"]})
+    )
+    assert check_families(cfg) is cfg
+    assert runs_protocol(cfg, "s2", "propagate") and not runs_protocol(cfg, "zeroshot", "propagate")
+    assert runs_protocol(cfg, "zeroshot", "auto_box") and runs_protocol(cfg, "zeroshot", "box")

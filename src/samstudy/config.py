@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ import yaml
 from samstudy import readers
 
 SCHEMA_NAME = "config.schema.yaml"
-log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -35,19 +33,6 @@ def schema() -> dict:
 METHOD_OPTIONS = {"rank": ("lora", 4), "alpha": ("lora", 8.0), "bottleneck": ("adapter", 32)}
 # Adaptations that change the image encoder: they cannot use the base model's cached embeddings.
 ENCODER_ADAPTATIONS = frozenset({"lora", "adapter", "full"})
-# SAM 2 model types (samstudy.families.sam2), what of samstudy they run, and the protocols only they run.
-SAM2_TYPES = ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l", "medsam2")
-SAM2_ADAPTATIONS = ("none", "decoder")
-VIDEO_PROTOCOLS = ("propagate",)  # SAM 2's memory propagates a mask through the slices
-
-
-def runs_protocol(cfg: dict[str, Any], method: str, protocol: str) -> bool:
-    """Whether a prompt-based method runs a protocol (a ground-truth one or a derived one): `propagate`
-    needs SAM 2's video memory, so only SAM 2 methods run it; every other protocol runs with every method."""
-    kind = cfg["prompts"]["derived"].get(protocol, {}).get("kind", protocol)
-    if kind not in VIDEO_PROTOCOLS:
-        return True
-    return cfg["models"][cfg["methods"][method]["model"]]["type"] in SAM2_TYPES
 
 
 def embed_settings(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +60,8 @@ def remove_nulls(config: dict[str, Any]) -> dict[str, Any]:
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Validate a config, fill defaults, check cross-references; return a new dict. A null value removes
-    its entry first (`remove_nulls`)."""
+    its entry first (`remove_nulls`). What the study runs (what a model family can run, where derived
+    prompts come from) is the study table's check (samstudy.study.check_runs: this layer knows no family)."""
     from snakemake.utils import validate as sm_validate  # same defaults-filling validator as the Snakefile
 
     cfg = remove_nulls(copy.deepcopy(config))
@@ -88,8 +74,6 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         model.setdefault("sha256", None)
         if model["type"] != "litemedsam" and not model["checkpoint"] and not model.get("random_init"):
             raise ConfigError(f"models.{name}: type {model['type']} needs a 'checkpoint' path (or random_init: true)")
-        if "image_size" in model and model["type"] not in SAM2_TYPES:
-            raise ConfigError(f"models.{name}: image_size applies to the SAM 2 types only ({', '.join(SAM2_TYPES)})")
         if model.get("random_init"):
             # seeded random weights: the entry's own seed, else the study's (real weights take none, so
             # their entries, and the jobs that carry them as params, stay as they were)
@@ -100,13 +84,6 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         method.setdefault("adaptation", "none")
         if method["model"] not in cfg["models"]:
             raise ConfigError(f"methods.{name}: model '{method['model']}' is not defined under 'models'")
-        if cfg["models"][method["model"]]["type"] in SAM2_TYPES and method["adaptation"] not in SAM2_ADAPTATIONS:
-            raise ConfigError(
-                f"methods.{name}: adaptation '{method['adaptation']}' is not built for SAM 2 models (they run "
-                f"{', '.join(SAM2_ADAPTATIONS)}): promptfree builds a segment_anything mask decoder, which SAM 2's "
-                "(high-resolution features, object-score head) is not; lora, adapter and full are not verified "
-                "on the Hiera encoder yet"
-            )
         for key, (adaptation, default) in METHOD_OPTIONS.items():
             if method["adaptation"] == adaptation:
                 method.setdefault(key, default)
@@ -125,7 +102,6 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             "nnunet: 3d_cascade_fullres needs every fold (folds: all): its first stage's predictions "
             "of all training cases come from the 3d_lowres cross-validation"
         )
-    _check_prompt_sources(cfg)
     names = [d["name"] for d in cfg["datasets"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -134,44 +110,6 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         ds.setdefault("role", "train_test")
         _check_dataset_entry(ds)
     return cfg
-
-
-def _check_prompt_sources(cfg: dict[str, Any]) -> None:
-    """Derived (automatic) protocols take their prompts from an automatic run (nnU-Net, prompt-free SAM);
-    automatic arms need every slice embedded. A source this study does not make (nnU-Net disabled, or
-    another configuration) adds no run, with a warning: a config merged over the default study cannot
-    remove the default's `auto_box`."""
-    derived = cfg["prompts"]["derived"]
-    properties = schema()["properties"]
-    ground_truth = properties["prompts"]["properties"]["protocols"]["items"]["enum"]
-    nn = cfg["nnunet"]
-    promptfree = [m for m, spec in cfg["methods"].items() if spec["adaptation"] == "promptfree"]
-    # Only automatic runs may be sources: boxes from a ground-truth-prompted run's masks would carry the
-    # ground truth into an arm filed as automatic.
-    configurations = properties["nnunet"]["properties"]["configurations"]["items"]["enum"]
-    possible = {f"nnunet_{c}" for c in configurations} | {"nnunet_best"} | {f"{m}.none" for m in promptfree}
-    made = {f"{m}.none" for m in promptfree}
-    if nn["enabled"]:
-        made |= {f"nnunet_{c}" for c in nn["configurations"]} | ({"nnunet_best"} if nn["select_best"] else set())
-    active = []
-    for name, spec in derived.items():
-        if name in ground_truth or name == "none":
-            raise ConfigError(f"prompts.derived.{name}: the name is taken by a ground-truth protocol; choose another")
-        if spec["from"] not in possible:
-            raise ConfigError(
-                f"prompts.derived.{name}.from: '{spec['from']}' is not an automatic run (prompts from a "
-                f"ground-truth-prompted run would leak the ground truth); automatic runs: {sorted(possible)}"
-            )
-        if spec["from"] in made:
-            active.append(name)
-        else:
-            log.warning("prompts.derived.%s: this study makes no run %s: it adds no run", name, spec["from"])
-    if (active or promptfree) and cfg["embed"]["slices"] != "all":
-        what = f"prompts.derived {active}" if active else f"methods {promptfree} (promptfree)"
-        raise ConfigError(
-            f"{what}: automatic arms need every slice embedded (embed.slices: all): selecting slices by the "
-            "ground truth would tell them where the structures are"
-        )
 
 
 def _check_dataset_entry(ds: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ params' JSON changes, so each holds exactly what the job depends on and nothing 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from samstudy import config as samstudy_config
 from samstudy import readers
 from samstudy.config import ConfigError
+from samstudy.families import MODEL_TYPES, family_info, types_with
 from samstudy.paths import (
     NNUNET_PROMPT_PROTOCOL,
     Layout,
@@ -24,10 +26,14 @@ from samstudy.paths import (
     run_name,
     shard_names,
 )
+from samstudy.protocols import family_runs_protocol
+
+log = logging.getLogger(__name__)
 
 PROMPT_FREE = "promptfree"  # the adaptation of prompt-free methods (one run each, protocol "none")
 NO_PROMPTS = "none"  # the protocol and prompt source of runs that take no prompts
 TRAIN_TEST = "train_test"  # the dataset role adaptation training and nnU-Net train on
+FAMILY_KEYS = frozenset(k for t in MODEL_TYPES for k in family_info(t).model_keys)  # model keys of some families
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,11 @@ NNUNET_VARIANTS = (NNUNET_PLAIN, NNUNET_PROMPTED)  # every variant has its rules
 
 
 def runs_protocol(cfg: dict[str, Any], method: str, protocol: str) -> bool:
-    """Whether a prompt-based method runs a protocol (a ground-truth one or a derived one)."""
-    return samstudy_config.runs_protocol(cfg, method, protocol)
+    """Whether a prompt-based method runs a protocol (a ground-truth one or a derived one, by its kind):
+    its family has the capability the protocol needs (`propagate` needs SAM 2's video memory, the volume
+    capability, so only SAM 2 methods run it; every other protocol runs with every method)."""
+    kind = cfg["prompts"]["derived"].get(protocol, {}).get("kind", protocol)
+    return family_runs_protocol(cfg["models"][cfg["methods"][method]["model"]]["type"], kind)
 
 
 class Study:
@@ -89,6 +98,7 @@ class Study:
         self.layout = Layout(cfg["results_dir"], cfg["cache_dir"])
         self.datasets: dict[str, dict[str, Any]] = {d["name"]: d for d in cfg["datasets"]}
         self.train_datasets: list[str] = [d for d, ds in self.datasets.items() if ds["role"] == TRAIN_TEST]
+        check_runs(cfg)
         check_training_data(cfg)
         nn = cfg["nnunet"]
         self.nnunet_datasets: list[str] = self.train_datasets if nn["enabled"] else []
@@ -401,6 +411,73 @@ class Study:
 
 
 # Config errors the study table can see: refused before any job runs.
+
+
+def check_runs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the study runs can run: each model family runs its methods' adaptations and model keys
+    (`check_families`), derived prompts come from automatic runs (`check_prompt_sources`). Returns `cfg`."""
+    check_families(cfg)
+    check_prompt_sources(cfg)
+    return cfg
+
+
+def check_families(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What each model's family runs (samstudy.families): a model key its family does not read, or an
+    adaptation it does not run, is refused with the reason. Returns `cfg`."""
+    for name, model in cfg["models"].items():
+        # keys only some families read (image_size: SAM 2's input size)
+        for key in sorted(set(model) & FAMILY_KEYS):
+            if key not in family_info(model["type"]).model_keys:
+                types = types_with(key)
+                labels = " / ".join(dict.fromkeys(family_info(t).label for t in types))
+                raise ConfigError(f"models.{name}: {key} applies to the {labels} types only ({', '.join(types)})")
+    for name, method in cfg["methods"].items():
+        info = family_info(cfg["models"][method["model"]]["type"])
+        if not info.runs(method["adaptation"]):
+            raise ConfigError(
+                f"methods.{name}: adaptation '{method['adaptation']}' is not built for {info.label} models (they "
+                f"run {', '.join(info.adaptations)}): {info.refused}"
+            )
+    return cfg
+
+
+def check_prompt_sources(cfg: dict[str, Any]) -> None:
+    """Derived (automatic) protocols take their prompts from an automatic run (nnU-Net, prompt-free SAM);
+    automatic arms need every slice embedded. A source this study does not make (nnU-Net disabled, or
+    another configuration) adds no run, with a warning (a config merged over the default study removes
+    the default's `auto_box` with `prompts: {derived: {auto_box: null}}`)."""
+    derived = cfg["prompts"]["derived"]
+    properties = samstudy_config.schema()["properties"]
+    ground_truth = properties["prompts"]["properties"]["protocols"]["items"]["enum"]
+    nn = cfg["nnunet"]
+    promptfree = [m for m, spec in cfg["methods"].items() if spec["adaptation"] == PROMPT_FREE]
+    # Only automatic runs may be sources: boxes from a ground-truth-prompted run's masks would carry the
+    # ground truth into an arm filed as automatic.
+    configurations = properties["nnunet"]["properties"]["configurations"]["items"]["enum"]
+    nnunet = NNUNET_PLAIN.run_name
+    made = {run_name(m, NO_PROMPTS) for m in promptfree}
+    possible = made | {nnunet(c) for c in [*configurations, "best"]}
+    if nn["enabled"]:
+        made |= {nnunet(c) for c in nn["configurations"] + (["best"] if nn["select_best"] else [])}
+    active = []
+    for name, spec in derived.items():
+        if name in ground_truth or name == "none":
+            raise ConfigError(f"prompts.derived.{name}: the name is taken by a ground-truth protocol; choose another")
+        if spec["from"] not in possible:
+            raise ConfigError(
+                f"prompts.derived.{name}.from: '{spec['from']}' is not an automatic run (prompts from a "
+                f"ground-truth-prompted run would leak the ground truth); automatic runs: {sorted(possible)}"
+            )
+        if spec["from"] in made:
+            active.append(name)
+        else:
+            log.warning("prompts.derived.%s: this study makes no run %s: it adds no run", name, spec["from"])
+    if (active or promptfree) and cfg["embed"]["slices"] != "all":
+        what = f"prompts.derived {active}" if active else f"methods {promptfree} (promptfree)"
+        raise ConfigError(
+            f"{what}: automatic arms need every slice embedded (embed.slices: all): selecting slices by the "
+            "ground truth would tell them where the structures are"
+        )
 
 
 def check_training_data(cfg: dict[str, Any]) -> None:
