@@ -31,7 +31,7 @@ import SimpleITK as sitk
 
 from samstudy.cases import load_dataset_table, read_case, select
 from samstudy.io import atomic_path, read_json, sha256_json, write_json
-from samstudy.paths import Layout, nnunet_prompted_run_name, nnunet_run_name
+from samstudy.paths import NNUNET_PROMPT_PROTOCOL, Layout, nnunet_prompted_run_name, nnunet_run_name
 from samstudy.preprocess import from_slices, load_preprocessed
 from samstudy.prompts import case_rng, jitter_box, load_prompts, tight_box
 from samstudy.readers import is_raster, read_image
@@ -52,25 +52,11 @@ def dataset_folder_name(dataset_id: int, dataset: str) -> str:
 # fed as it is).
 PROMPTED_SUFFIX = "prompted"
 PROMPT_CHANNEL = "noNorm"
-PROMPT_PROTOCOL = "box"  # the test cases' boxes: the very prompts box-prompted SAM gets
+PROMPT_PROTOCOL = NNUNET_PROMPT_PROTOCOL  # the test cases' boxes: the very prompts box-prompted SAM gets
 
 
 def _nnunet_name(dataset: str, prompted: bool) -> str:
     return f"{dataset}_{PROMPTED_SUFFIX}" if prompted else dataset
-
-
-def _export_done(layout: Layout, dataset: str, prompted: bool) -> str:
-    return layout.nnunet_prompted_export_done(dataset) if prompted else layout.nnunet_export_done(dataset)
-
-
-def _plan_done(layout: Layout, dataset: str, prompted: bool) -> str:
-    return layout.nnunet_prompted_plan_done(dataset) if prompted else layout.nnunet_plan_done(dataset)
-
-
-def _train_done(layout: Layout, dataset: str, configuration: str, fold: int | str, prompted: bool) -> str:
-    if prompted:
-        return layout.nnunet_prompted_train_done(dataset, configuration, fold)
-    return layout.nnunet_train_done(dataset, configuration, fold)
 
 
 def _run_name(configuration: str, prompted: bool) -> str:
@@ -146,7 +132,7 @@ def _write_prompt_channels(channels: np.ndarray, axis: int, reference: Path, fol
 def write_test_prompt_channels(layout: Layout, dataset: str, folder: Path) -> list[list[str]]:
     """The prompted dataset's test inputs: each test case's image channels (imagesTs) and, written into
     `folder`, its prompt channels from the stored `box` prompts. One list of files per test case."""
-    exported = read_json(layout.nnunet_prompted_export_done(dataset))
+    exported = read_json(layout.nnunet_export_done(dataset, prompted=True))
     prompts = load_prompts(layout, dataset, PROMPT_PROTOCOL)["cases"]
     values = exported["prompt_labels"]
     folder.mkdir(parents=True, exist_ok=True)
@@ -285,7 +271,7 @@ def export(
     if prompted:
         stamp.update({"prompted": True, "prompt_labels": values, "jitter_px": jitter_px, "seed": seed})
         stamp["prompt_channels"] = {str(v): first + k for k, v in enumerate(values)}
-    write_json(_export_done(layout, dataset, prompted), stamp)
+    write_json(layout.nnunet_export_done(dataset, prompted), stamp)
     return stamp
 
 
@@ -318,7 +304,7 @@ def plan(
     shutil.copyfile(Path(env["nnUNet_raw"]) / name / "splits_final.json", pre / "splits_final.json")
     plans = read_json(pre / f"{PLANS}.json")
     stamp = {"dataset": dataset, "dataset_id": dataset_id, "configurations_planned": sorted(plans["configurations"])}
-    write_json(_plan_done(layout, dataset, prompted), stamp)
+    write_json(layout.nnunet_plan_done(dataset, prompted), stamp)
     return stamp
 
 
@@ -417,7 +403,7 @@ def train(
     if configuration not in plans["configurations"]:
         log.warning("%s: nnU-Net did not plan %s for this dataset; nothing to train", dataset, configuration)
         stamp["planned"] = False
-        write_json(_train_done(layout, dataset, configuration, fold, prompted), stamp)
+        write_json(layout.nnunet_train_done(dataset, configuration, fold, prompted), stamp)
         return stamp
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -485,7 +471,7 @@ def train(
             "convergence": convergence,
         }
     )
-    write_json(_train_done(layout, dataset, configuration, fold, prompted), stamp)
+    write_json(layout.nnunet_train_done(dataset, configuration, fold, prompted), stamp)
     return stamp
 
 
@@ -511,7 +497,7 @@ def _predict_configuration(
     if configuration == "3d_cascade_fullres":
         previous = out_dir.parent / f"{out_dir.name}.3d_lowres"
         _predict_configuration(layout, dataset, "3d_lowres", folds, inputs, previous, settings, False, prompted)
-    stamp = read_json(_train_done(layout, dataset, configuration, folds[0], prompted))
+    stamp = read_json(layout.nnunet_train_done(dataset, configuration, folds[0], prompted))
     device = resolve_device(settings["device"])
     predictor = nnUNetPredictor(
         tile_step_size=0.5,
@@ -568,8 +554,8 @@ def predict(
     """Predict the study's test cases with a configuration's trained folds into predictions/nnunet_<cfg>/
     (prompted: predictions/nnunet_prompted_<cfg>/, the test cases' box channels from the stored box prompts)."""
     setup_environment(layout)
-    stamps = [read_json(_train_done(layout, dataset, configuration, f, prompted)) for f in folds]
-    exported = read_json(_export_done(layout, dataset, prompted))
+    stamps = [read_json(layout.nnunet_train_done(dataset, configuration, f, prompted)) for f in folds]
+    exported = read_json(layout.nnunet_export_done(dataset, prompted))
     run = _run_name(configuration, prompted)
     if not all(st["planned"] for st in stamps):
         reason = f"nnU-Net did not plan {configuration} for {dataset}: no model, no predictions"

@@ -18,7 +18,6 @@ STUDY = Study(CFG)
 P = samstudy_config.as_param
 L = STUDY.layout
 DATASETS = STUDY.datasets
-RUNS = STUDY.runs
 DERIVED = STUDY.derived
 PROTOCOLS = STUDY.protocols
 EVAL_PARTS = STUDY.eval_parts
