@@ -298,3 +298,14 @@ def test_what_a_family_cannot_run_is_refused_with_the_reason():
     assert check_families(cfg) is cfg
     assert runs_protocol(cfg, "s2", "propagate") and not runs_protocol(cfg, "zeroshot", "propagate")
     assert runs_protocol(cfg, "zeroshot", "auto_box") and runs_protocol(cfg, "zeroshot", "box")
+
+
+def test_the_rules_of_both_nnunet_variants_keep_their_names_for_the_slurm_profile(tmp_path):
+    """nnunet.smk makes the plain and the prompted nnU-Net rules in one loop over the variants: their names
+    are still those the Slurm profile gives threads and resources to."""
+    cmd = [sys.executable, "-m", "snakemake", "--list-rules", "--config", f"results_dir={tmp_path}/r"]
+    rules = set(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=True).stdout.split())
+    steps = ("export", "plan", "train", "predict")
+    assert {f"{v.rule}_{s}" for v in (NNUNET_PLAIN, NNUNET_PROMPTED) for s in steps} <= rules
+    profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    assert set(profile["set-threads"]) | set(profile["set-resources"]) <= rules
