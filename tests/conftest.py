@@ -96,7 +96,7 @@ def tiny_sam(seed: int = 0):
 @pytest.fixture
 def tiny_model(monkeypatch):
     """Patch load_model everywhere so stages use a tiny SAM; its hash depends on the seed in the cfg."""
-    from samstudy import embed, infer, train
+    from samstudy import adapt
     from samstudy.families import family_of
     from samstudy.models import LoadedModel
 
@@ -104,8 +104,7 @@ def tiny_model(monkeypatch):
         seed = int(model_cfg.get("tiny_seed", 0))
         return LoadedModel("litemedsam", tiny_sam(seed).to(device), family_of("litemedsam"), None, f"tiny-{seed}")
 
-    for module in (embed, infer, train):
-        monkeypatch.setattr(module, "load_model", fake_load)
+    monkeypatch.setattr(adapt, "load_model", fake_load)  # every stage loads through adapt.load_method_model
     return fake_load
 
 

@@ -11,10 +11,12 @@ import torch
 
 from samstudy.embed import encode
 from samstudy.families import family_of
-from samstudy.infer import assemble, decode, predict_box3d, predict_slices
 from samstudy.models import LoadedModel, load_model
 from samstudy.preprocess import clip_percentiles, window_ct
 from samstudy.prompts import tight_box, tight_box3d
+from samstudy.protocols.base import assemble, decode
+from samstudy.protocols.box3d import predict_box3d
+from samstudy.protocols.static import predict_slices
 from samstudy.synthetic import phantom, phantom2d
 from tests import official_reference as official
 

@@ -4,9 +4,10 @@ import SimpleITK as sitk
 import torch
 
 from samstudy.embed import encode
-from samstudy.infer import assemble, decode_boxes, write_prediction
+from samstudy.infer import write_prediction
 from samstudy.models import load_model
 from samstudy.prompts import tight_box
+from samstudy.protocols.base import assemble, decode_boxes
 from samstudy.synthetic import direction_matrix
 
 
@@ -64,9 +65,9 @@ def test_prediction_for_a_dicom_series_takes_the_series_geometry(tmp_path):
 
 def test_point_prompts_real_weights_and_single_point_mask_choice():
     from samstudy.families import family_of
-    from samstudy.infer import decode_prompts
     from samstudy.models import LoadedModel
     from samstudy.prompts import case_rng, sample_points
+    from samstudy.protocols.base import decode_prompts
     from tests.conftest import tiny_sam
 
     image, mask = _ellipse()
@@ -143,18 +144,18 @@ def _cone(n=9, hw=(40, 40)) -> np.ndarray:
 
 
 def test_box3d_propagates_from_the_middle_slice_with_the_previous_mask_box(monkeypatch):
-    from samstudy import infer
     from samstudy.prompts import case_prompts, case_rng
+    from samstudy.protocols import box3d
 
     volume = _cone()
     (prompt,) = case_prompts(volume.astype(np.uint8), "box3d", {"components": "union"}, case_rng(0))
     assert prompt["box3d"] == [7, 7, 1, 33, 33, 7]
     embeddings = {s: np.array(s) for s in range(volume.shape[0])}
     calls = []
-    monkeypatch.setattr(infer, "decode_prompts", _oracle_box_decoder(volume, calls))
+    monkeypatch.setattr(box3d, "decode_prompts", _oracle_box_decoder(volume, calls))
     model = _pixel_model()
-    preds, records = infer.predict_box3d(model, embeddings, [prompt], volume.shape[1:], 3, "c")
-    out = infer.assemble(volume.shape, preds, 0.0)
+    preds, records = box3d.predict_box3d(model, embeddings, [prompt], volume.shape[1:], 3, "c")
+    out = box3d.assemble(volume.shape, preds, 0.0)
     assert np.array_equal(out == 1, volume)  # growth of 2 px per slice stays within the 3 px margin
     # the middle slice (4) gets the 3D box's xy extent, then each slice its neighbour's mask box grown by 3
     assert calls[0] == (4, [7, 7, 33, 33]) and calls[1] == (5, [10, 10, 30, 30]) and calls[4] == (3, [10, 10, 30, 30])
@@ -162,23 +163,23 @@ def test_box3d_propagates_from_the_middle_slice_with_the_previous_mask_box(monke
     assert [u["slice"] for u in records[0]["propagation"]] == [1, 2, 3, 4, 5, 6, 7]
     # without a margin the box cannot follow a growing object: later slices are cut at the previous box
     calls.clear()
-    out0 = infer.assemble(
-        volume.shape, infer.predict_box3d(model, embeddings, [prompt], volume.shape[1:], 0, "c")[0], 0.0
+    out0 = box3d.assemble(
+        volume.shape, box3d.predict_box3d(model, embeddings, [prompt], volume.shape[1:], 0, "c")[0], 0.0
     )
     assert (out0[7] == 1).sum() < volume[7].sum() and not (out0.astype(bool) & ~volume).any()
 
 
 def test_box3d_covers_its_whole_slice_range_and_falls_back_to_the_3d_box_after_an_empty_slice(monkeypatch):
-    from samstudy import infer
+    from samstudy.protocols import box3d
 
     volume = _cone()
     volume[6] = False  # a gap: the prediction on slice 6 is empty, so slice 7 gets the 3D box's xy box
     embeddings = {s: np.array(s) for s in range(volume.shape[0])}
     calls = []
-    monkeypatch.setattr(infer, "decode_prompts", _oracle_box_decoder(volume, calls))
+    monkeypatch.setattr(box3d, "decode_prompts", _oracle_box_decoder(volume, calls))
     prompt = {"label": 2, "box3d": [7, 7, 3, 33, 33, 7]}  # slices 3..7 only; GT also on 1, 2
-    preds, records = infer.predict_box3d(_pixel_model(), embeddings, [prompt], volume.shape[1:], 3, "c")
-    out = infer.assemble(volume.shape, preds, 0.0)
+    preds, records = box3d.predict_box3d(_pixel_model(), embeddings, [prompt], volume.shape[1:], 3, "c")
+    out = box3d.assemble(volume.shape, preds, 0.0)
     assert [c[0] for c in calls] == [5, 6, 7, 4, 3]  # CVPR24_LiteMedSAM_infer.py: up to z_max, then down
     assert calls[2] == (7, [7, 7, 33, 33])
     assert [u["source"] for u in records[0]["propagation"]] == [
@@ -188,11 +189,11 @@ def test_box3d_covers_its_whole_slice_range_and_falls_back_to_the_3d_box_after_a
     # a slice in the range without a cached embedding is a clear error, not a silent gap
     del embeddings[4]
     with pytest.raises(KeyError, match="slice 4 needs a prediction but has no cached embedding"):
-        infer.predict_box3d(_pixel_model(), embeddings, [prompt], volume.shape[1:], 3, "case7")
+        box3d.predict_box3d(_pixel_model(), embeddings, [prompt], volume.shape[1:], 3, "case7")
 
 
 def test_overlapping_labels_later_overwrites_by_default_and_max_logit_is_an_option():
-    from samstudy.infer import assemble
+    from samstudy.protocols.base import assemble
 
     a = torch.tensor([[5.0, 1.0, -1.0]])
     b = torch.tensor([[2.0, 3.0, -2.0]])
@@ -205,7 +206,7 @@ def test_overlapping_labels_later_overwrites_by_default_and_max_logit_is_an_opti
 
 
 def test_clicks_correct_the_error_feed_the_mask_back_and_stop_when_exact(monkeypatch):
-    from samstudy import infer
+    from samstudy.protocols import clicks
 
     labels = np.zeros((3, 30, 40), dtype=np.uint8)
     labels[1, 5:20, 5:30] = 1
@@ -223,9 +224,9 @@ def test_clicks_correct_the_error_feed_the_mask_back_and_stop_when_exact(monkeyp
         logits = torch.from_numpy(np.where(np.stack(masks), 4.0, -4.0)).float()
         return torch.full((len(prompts), 1, 16, 16), float(len(calls))), logits
 
-    monkeypatch.setattr(infer, "decode", fake_decode)
+    monkeypatch.setattr(clicks, "decode", fake_decode)
     prompts = [{"slice": 1, "label": 1, "box": [5, 5, 29, 19]}, {"slice": 1, "label": 2, "box": [32, 22, 37, 27]}]
-    stack, records = infer.predict_clicks(_pixel_model(), {1: np.zeros(1)}, prompts, labels, 3, "c")
+    stack, records = clicks.predict_clicks(_pixel_model(), {1: np.zeros(1)}, prompts, labels, 3, "c")
     assert stack.shape == (4, 3, 30, 40)
     assert (stack[0, 1] == 1).sum() == start.sum() and np.array_equal(stack[1], labels)
     assert np.array_equal(stack[3], labels)  # exact after one click: nothing changes any more
@@ -243,8 +244,8 @@ def test_clicks_correct_the_error_feed_the_mask_back_and_stop_when_exact(monkeyp
 
 def test_decode_feeds_a_mask_prompt_into_the_real_modules():
     from samstudy.families import family_of
-    from samstudy.infer import decode
     from samstudy.models import LoadedModel
+    from samstudy.protocols.base import decode
     from tests.conftest import tiny_sam
 
     tiny = LoadedModel("litemedsam", tiny_sam(), family_of("litemedsam"), None, "tiny")
@@ -260,9 +261,9 @@ def test_decode_feeds_a_mask_prompt_into_the_real_modules():
 
 def test_clicks_from_a_point_run_through_the_real_modules():
     from samstudy.families import family_of
-    from samstudy.infer import predict_clicks
     from samstudy.models import LoadedModel
     from samstudy.prompts import case_prompts, case_rng
+    from samstudy.protocols.clicks import predict_clicks
     from tests.conftest import tiny_sam
 
     tiny = LoadedModel("litemedsam", tiny_sam(), family_of("litemedsam"), None, "tiny")

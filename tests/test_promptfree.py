@@ -14,8 +14,9 @@ from samstudy import train as train_mod
 from samstudy.adapt import load_adapted
 from samstudy.embed import embed_dataset
 from samstudy.families import FAMILIES, family_of
-from samstudy.infer import infer_dataset, method_model_and_embeddings, predict_promptfree
+from samstudy.infer import infer_dataset, method_model_and_embeddings
 from samstudy.models import LoadedModel
+from samstudy.protocols.promptfree import predict_promptfree
 from tests.conftest import tiny_sam
 
 EMBED = {"slices": "all", "slice_margin": 0, "batch_size": 4, "device": "cpu", "precision": "fp32"}
@@ -49,14 +50,12 @@ def _loaded(sam, name="small-0") -> LoadedModel:
 @pytest.fixture
 def small_model(monkeypatch):
     """Like conftest's tiny_model (load_model patched in every stage), with small_sam."""
-    from samstudy import embed, infer, train
 
     def fake_load(model_cfg, device="cpu", random_init=False):
         seed = int(model_cfg.get("tiny_seed", 0))
         return _loaded(small_sam(seed).to(device), f"small-{seed}")
 
-    for module in (embed, infer, train):
-        monkeypatch.setattr(module, "load_model", fake_load)
+    monkeypatch.setattr(adapt, "load_model", fake_load)  # every stage loads through adapt.load_method_model
     return fake_load
 
 

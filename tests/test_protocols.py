@@ -39,3 +39,96 @@ def test_only_sam2_runs_the_volume_protocol_and_refuses_promptfree():
         assert family_runs_protocol(model_type, "propagate") == (model_type in sam2)
         info = family_info(model_type)
         assert info.runs("promptfree") == (model_type not in sam2) and bool(info.refused) == (model_type in sam2)
+
+
+def test_each_protocol_module_declares_the_registrys_capability_and_the_interface():
+    from samstudy.protocols import PROTOCOL_TABLE, protocol_for
+
+    for info in PROTOCOL_TABLE:
+        module = protocol_for(info.name)
+        assert module.CAPABILITY == info.capability, info.name
+        assert callable(module.run) and callable(module.run_record), info.name
+
+
+def test_each_family_predictor_has_the_registrys_capabilities():
+    from samstudy.families import FAMILY_TABLE, family_of
+    from samstudy.families.sam2 import SAM2_CONFIGS
+
+    for info in FAMILY_TABLE:
+        assert family_of(info.model_type).capabilities == info.capabilities, info.model_type
+    assert set(SAM2_CONFIGS) == {t for t in MODEL_TYPES if family_info(t).family == "sam2"}
+
+
+def test_infer_names_no_protocol():
+    """infer dispatches through the registry: no protocol's name is a string in its code."""
+    import ast
+    import inspect
+
+    from samstudy import infer
+
+    strings = {n.value for n in ast.walk(ast.parse(inspect.getsource(infer))) if isinstance(n, ast.Constant)}
+    assert not strings & (set(PROTOCOLS) - {"none"})  # "none" is also the adaptation of zero-shot methods
+
+
+EMBED = {"slices": "needed", "slice_margin": 0, "batch_size": 4, "device": "cpu", "precision": "fp32"}
+METHOD = {"model": "m", "adaptation": "none"}
+
+
+def _write_prompts(layout, kind: str, cases: dict) -> None:
+    from samstudy.io import write_json
+
+    artifact = {"dataset": "phantom", "protocol": kind, "kind": kind, "source": "ground_truth", "settings": {}}
+    write_json(layout.prompts("phantom", kind), {**artifact, "cases": cases})
+
+
+def test_infer_runs_a_protocol_registered_in_the_registry(study, tiny_model, monkeypatch):
+    """A new protocol is one module and one registry line: infer finds it by the prompts' kind."""
+    import types
+
+    import numpy as np
+
+    from samstudy import protocols
+    from samstudy.cases import eval_cases
+    from samstudy.embed import embed_dataset
+    from samstudy.infer import infer_dataset
+    from samstudy.io import read_json
+    from samstudy.protocols.base import CaseResult, prompted_run_record
+
+    cfg, layout = study
+    embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
+    seen = []
+
+    def run(model, case):
+        seen.append((case.case, case.prompts, sorted(case.embeddings)[:1]))
+        return CaseResult(np.ones(case.labels.shape, dtype=np.uint8), record={"note": case.prompts[0]["note"]})
+
+    fake = types.ModuleType("samstudy_fake_protocol")
+    fake.CAPABILITY, fake.run, fake.run_record = "slice", run, prompted_run_record
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    info = protocols.ProtocolInfo("fake", fake.__name__, "slice", protocols.PER_SLICE, False, True)
+    monkeypatch.setitem(protocols.REGISTRY, "fake", info)
+    cases = eval_cases(layout, "phantom")
+    _write_prompts(layout, "fake", {c: [{"note": f"hello {c}"}] for c in cases})
+    written = infer_dataset(layout, "phantom", "zs", METHOD, {"type": "litemedsam"}, "fake", "cpu")
+    assert [s[0] for s in seen] == cases and len(written) == len(cases)
+    record = read_json(layout.prompt_record("zs.fake", "phantom", cases[0]))
+    assert record == {"case": cases[0], "protocol": "fake", "note": f"hello {cases[0]}"}
+    assert read_json(layout.run_record("zs.fake", "phantom"))["prompt_source"] == "ground_truth"
+
+
+def test_a_family_without_the_volume_capability_refuses_the_volume_protocol(study, tiny_model):
+    import numpy as np
+
+    from samstudy.cases import eval_cases
+    from samstudy.embed import embed_dataset
+    from samstudy.families.base import CapabilityError
+    from samstudy.infer import infer_dataset
+
+    cfg, layout = study
+    embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
+    _write_prompts(layout, "propagate", {c: [] for c in eval_cases(layout, "phantom")})
+    with pytest.raises(ValueError, match="propagate .* needs the volume capability, which model family litemedsam"):
+        infer_dataset(layout, "phantom", "zs", METHOD, {"type": "litemedsam"}, "propagate", "cpu")
+    model = tiny_model({"type": "litemedsam"})
+    with pytest.raises(CapabilityError, match="litemedsam has no volume capability"):
+        model.predictor.volume_session(np.zeros((2, 8, 8), dtype=np.uint8))

@@ -12,8 +12,8 @@ pytest.importorskip("sam2")
 
 from samstudy.embed import encode  # noqa: E402
 from samstudy.families.sam2 import feature_shapes  # noqa: E402
-from samstudy.infer import decode  # noqa: E402
 from samstudy.models import CheckpointError, load_model  # noqa: E402
+from samstudy.protocols.base import decode  # noqa: E402
 from tests.conftest import run_snakemake, workflow_copy  # noqa: E402
 
 SIZE = 256
@@ -194,9 +194,9 @@ def phantom_volume() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_propagate_matches_medsams_sam2_3d_protocol_on_the_official_predictors(model, image_predictor):
-    from samstudy.infer import assemble
     from samstudy.prompts import case_prompts
-    from samstudy.propagate import predict_propagate
+    from samstudy.protocols.base import assemble
+    from samstudy.protocols.propagate import predict_propagate
 
     image, labels = phantom_volume()
     prompts = case_prompts(labels, "propagate", {"components": "union"}, np.random.default_rng(0))

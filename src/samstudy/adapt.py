@@ -42,7 +42,7 @@ from torch import nn
 
 from samstudy.config import ENCODER_ADAPTATIONS, METHOD_OPTIONS
 from samstudy.io import sha256_file
-from samstudy.models import LoadedModel
+from samstudy.models import LoadedModel, load_model
 
 ADAPTATIONS = ("decoder", "lora", "adapter", "full", "promptfree")
 PROMPTFREE = "promptfree"
@@ -177,21 +177,8 @@ def promptfree_decoder(pretrained: nn.Module, n_classes: int) -> nn.Module:
 
 def promptfree_logits(model: LoadedModel, embeddings: torch.Tensor) -> torch.Tensor:
     """Image embeddings (B, C, h, w) -> logits of every class (B, n_classes + 1, L, L), channel 0 the
-    background, with no prompt. SAMed `segment_anything/modeling/sam.py` `forward_train` (followed in
-    SAMed_h/segment_anything/modeling/sam.py lines 60-72, commit 1f960e6): `prompt_encoder(points=None,
-    boxes=None, masks=None)` (an empty sparse embedding (1, 0, C), the dense one the no-mask embedding),
-    the batch of image embeddings decoded against that single empty prompt (the decoder's batch broadcast
-    over the image batch, as there), multimask output keeping every mask: SAMed's MaskDecoder.forward
-    returns all n_classes + 1 masks (its `segment_anything/modeling/mask_decoder.py` lines 102-111, the
-    official mask selection commented out), which is `predict_masks` of the official decoder."""
-    sparse, dense = model.sam.prompt_encoder(points=None, boxes=None, masks=None)
-    masks, _ = model.sam.mask_decoder.predict_masks(
-        image_embeddings=embeddings,
-        image_pe=model.sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-    )
-    return masks
+    background, with no prompt (SAMed's forward: the predictor's `promptfree_logits`, where it is cited)."""
+    return model.predictor.promptfree_logits(embeddings)
 
 
 def dataset_classes(classes: list, dataset: str) -> dict[int, int]:
@@ -304,3 +291,32 @@ def load_adapted(model: LoadedModel, path: str | Path, adaptation: str) -> dict:
     model.sam.eval()  # after loading: TinyViT re-caches its attention biases
     model.adapted_sha256 = sha256_file(path)
     return meta
+
+
+def load_method_model(
+    model_cfg: dict,
+    method_cfg: dict | None,
+    device: str | torch.device = "cpu",
+    checkpoint: str | Path | None = None,
+    classes: list | None = None,
+    random_init: bool = False,
+) -> LoadedModel:
+    """The model a method runs, built in this one place: the base model (`models.load_model`) plus the
+    method's adaptation. With `checkpoint`: the adapted checkpoint's layers and weights (inference,
+    embed_adapted; checked against the base weights). Without (training): the method's new layers, freshly
+    made, and everything else frozen (`prepare`; promptfree: a mask per entry of `classes`). A method of
+    adaptation "none" (or no method) is the base model."""
+    model = load_model(model_cfg, device, random_init=random_init)
+    adaptation = method_cfg["adaptation"] if method_cfg else "none"
+    if adaptation == "none":
+        return model
+    if checkpoint is not None:
+        load_adapted(model, checkpoint, adaptation)
+    else:
+        prepare(model, adaptation, method_options(method_cfg), classes)
+    return model
+
+
+def trainable_parameters(model: LoadedModel) -> list[nn.Parameter]:
+    """The parameters a training step updates (those `prepare` left trainable), in the module's order."""
+    return [p for p in model.sam.parameters() if p.requires_grad]

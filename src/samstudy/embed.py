@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from samstudy.adapt import load_method_model
 from samstudy.cases import eval_cases, load_dataset_table, select
 from samstudy.io import atomic_path, write_json
-from samstudy.models import LoadedModel, load_model, resolve_device
+from samstudy.models import LoadedModel, resolve_device
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
 
@@ -122,8 +123,9 @@ def transformed_batches(model: LoadedModel, slices: np.ndarray, batch_size: int,
     the previous batches (MedSAM's scikit-image cubic resize costs ~1.3 s per slice on one core; OpenCV and
     scikit-image release the GIL, so threads run it in parallel)."""
     pending: deque = deque()
+    predictor = model.predictor
     for start in range(0, len(slices), batch_size):
-        pending.append(pool.submit(model.family.image_to_input, slices[start : start + batch_size]))
+        pending.append(pool.submit(predictor.image_to_input, slices[start : start + batch_size]))
         if len(pending) > TRANSFORM_AHEAD:
             yield pending.popleft().result()
     while pending:
@@ -132,8 +134,10 @@ def transformed_batches(model: LoadedModel, slices: np.ndarray, batch_size: int,
 
 @torch.inference_mode()
 def encode(model: LoadedModel, slices: np.ndarray, batch_size: int, precision: str) -> np.ndarray:
-    """Run the image encoder over uint8 slices (n, H, W) or (n, H, W, 3); returns fp16 embeddings."""
-    device = next(model.sam.parameters()).device
+    """Run the image encoder (the model's predictor) over uint8 slices (n, H, W) or (n, H, W, 3); returns
+    fp16 embeddings."""
+    predictor = model.predictor
+    device = predictor.device
     out = []
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -144,7 +148,7 @@ def encode(model: LoadedModel, slices: np.ndarray, batch_size: int, precision: s
         for x in transformed_batches(model, slices, batch_size, pool):
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with autocast:
-                emb = model.sam.image_encoder(x)
+                emb = predictor.encode(x)
             out.append(emb.float().half().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.float16)
 
@@ -169,9 +173,9 @@ def embed_cases(
 
     Returns the index entries: case -> cache key, file, slices.
     """
-    device = next(model.sam.parameters()).device
+    device = model.predictor.device
     precision = resolve_precision(settings["precision"], device)
-    model.sam.image_encoder.to(memory_format=torch.channels_last)
+    model.predictor.use_channels_last()
     index: dict[str, dict] = {}
     hits = computed = 0
 
@@ -230,7 +234,7 @@ def embed_dataset(
 
     `model` may be given already loaded (benchmarks time the per-slice work without the one-off load).
     """
-    model = model or load_model(model_cfg, resolve_device(settings["device"]), random_init=random_init)
+    model = model or load_method_model(model_cfg, None, resolve_device(settings["device"]), random_init=random_init)
     table, _ = load_dataset_table(layout, dataset)
     cases = select(layout, dataset, list(table["case_id"]))  # a sharded job: its shard's cases
     modes = slice_modes(layout, dataset, cases, settings)
@@ -243,10 +247,8 @@ def embed_dataset(
 def embed_adapted(layout: Layout, dataset: str, method: str, method_cfg: dict, model_cfg: dict, settings: dict) -> dict:
     """Embed a dataset's evaluation cases with a method's adapted encoder (LoRA, adapters, full), into the
     same cache (keyed by the base and the adapted checkpoint's hashes); write the method's index."""
-    from samstudy.adapt import load_adapted
-
-    model = load_model(model_cfg, resolve_device(settings["device"]))
-    load_adapted(model, layout.checkpoint(method), method_cfg["adaptation"])
+    device = resolve_device(settings["device"])
+    model = load_method_model(model_cfg, method_cfg, device, layout.checkpoint(method))  # base + adapted checkpoint
     index = embed_cases(layout, dataset, eval_cases(layout, dataset), model, settings, f"embed {dataset} ({method})")
     result = {"dataset": dataset, "method": method, "model_sha256": model.weights_id, "cases": index}
     write_json(layout.adapted_embed_index(method, dataset), result)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from samstudy.families import MODEL_TYPES, family_of
-from samstudy.families.base import Family
+from samstudy.families.base import Family, Predictor
 from samstudy.io import sha256_file, sha256_json
 
 
@@ -46,12 +46,18 @@ class LoadedModel:
         return sha256_json([self.sha256, self.adapted_sha256])
 
     @property
+    def predictor(self) -> Predictor:
+        """The family's predictor over this model: the only caller of its encoder and decoder (built on
+        each access: it holds nothing but the family and the module, whose layers adaptation may change)."""
+        return self.family.predictor(self.sam)
+
+    @property
     def embedding_size(self) -> int:
-        return int(self.sam.prompt_encoder.image_embedding_size[0])
+        return self.predictor.embedding_size
 
     @property
     def low_res_size(self) -> int:
-        return 4 * self.embedding_size
+        return self.predictor.low_res_size
 
 
 def checkpoint_path(model_cfg: dict) -> Path:

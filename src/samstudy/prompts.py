@@ -10,7 +10,10 @@ slice index is the position along the preprocessed slice axis. What is stored pe
 - `box3d`: one 3D box per object per case, `[x0, y0, s0, x1, y1, s1]` (s = slice index); inference
   predicts its middle slice and propagates slice by slice.
 - `propagate`: the same 3D boxes; SAM 2 predicts the middle slice and its video memory propagates the
-  mask (samstudy.propagate).
+  mask (samstudy.protocols.propagate).
+
+This module makes the stored prompts of every protocol; what each protocol stores and needs is in the
+protocol registry (samstudy.protocols), how it runs in its module there.
 
 An "object" is one label, one connected component of it, or its largest component (`components`:
 `union` | `all` | `largest`); a prompt of a component carries its id, so `prompt_target` can rebuild the
@@ -30,12 +33,11 @@ from samstudy.cases import eval_cases, load_dataset_table, select
 from samstudy.io import read_json, write_json
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
+from samstudy.protocols import BOX3D, DERIVED_KINDS, PROTOCOL_TABLE
 
 POINT_PROTOCOLS = {"points1": 1, "points3": 3, "points5": 5}
-# Protocols whose prompts are not all known before inference (they depend on the predictions).
-DYNAMIC_PROTOCOLS = ("clicks", "box3d", "propagate")
 # Protocols stored as one 3D box per object per case (`propagate`: SAM 2 prompts its middle slice).
-BOX3D_PROTOCOLS = ("box3d", "propagate")
+BOX3D_PROTOCOLS = tuple(p.name for p in PROTOCOL_TABLE if p.stores == BOX3D)
 COMPONENT_MODES = ("union", "all", "largest")
 
 
@@ -225,9 +227,6 @@ def make_prompts(layout: Layout, dataset: str, protocol: str, settings: dict, se
     }
     write_json(layout.prompts(dataset, protocol), result)
     return result
-
-
-DERIVED_KINDS = ("box", "box3d", "propagate")
 
 
 def derived_source(spec: dict) -> str:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from samstudy import adapt
 from samstudy.embed import load_case_embeddings, resolve_precision, select_slices
 from samstudy.io import atomic_path, read_json, sha256_json, torch_save
-from samstudy.models import LoadedModel, load_model, resolve_device
+from samstudy.models import LoadedModel, resolve_device
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
 from samstudy.prompts import case_rng, jitter_box, tight_box
@@ -79,22 +79,12 @@ def slice_embeddings(model: LoadedModel, groups: list[list[dict]], device) -> to
     first = [g[0] for g in groups]
     if "embedding" in first[0]:
         return torch.from_numpy(np.stack([f["embedding"] for f in first]).astype(np.float32)).to(device)
-    x = torch.cat([model.family.image_to_input(f["image"][None]) for f in first]).to(device)
-    return model.sam.image_encoder(x)
+    return model.predictor.encode_images([f["image"] for f in first], device)
 
 
 def _forward(model: LoadedModel, embedding: torch.Tensor, boxes: np.ndarray, hw) -> torch.Tensor:
-    box = torch.from_numpy(model.family.boxes_to_model(boxes, hw)).to(embedding.device)
-    with torch.no_grad():
-        sparse, dense = model.sam.prompt_encoder(points=None, boxes=box, masks=None)
-    low_res, _ = model.sam.mask_decoder(
-        image_embeddings=embedding[None],
-        image_pe=model.sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )
-    return low_res[:, 0]
+    """Low-res logits (N, L, L) of N boxes on one slice embedding: the predictor's training forward."""
+    return model.predictor.train_logits(embedding, boxes, hw)
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -199,12 +189,12 @@ def train_method(
     precision = resolve_precision(settings.get("precision", "auto"), device)
     adaptation = method_cfg["adaptation"]
     options = adapt.method_options(method_cfg)
-    model = load_model(model_cfg, device)
     fold = settings["fold"]
     batch_size = settings["batch_size"]
-    if adaptation == adapt.PROMPTFREE:
-        return _train_promptfree(layout, method, method_cfg, model, options, datasets, settings, seed, precision)
-    params = adapt.prepare(model, adaptation, options)
+    if adaptation == adapt.PROMPTFREE:  # its decoder's classes come from the training slices first
+        return _train_promptfree(layout, method, method_cfg, model_cfg, options, datasets, settings, seed, precision)
+    model = adapt.load_method_model(model_cfg, method_cfg, device)  # base + the method's new layers
+    params = adapt.trainable_parameters(model)
     counts = adapt.count_parameters(model)
     log.info("%s (%s): %d trainable of %d parameters", method, adaptation, counts["trainable"], counts["total"])
     source = "images" if adapt.adapts_encoder(adaptation) else "embeddings"
@@ -435,7 +425,7 @@ def _train_promptfree(
     layout: Layout,
     method: str,
     method_cfg: dict,
-    model: LoadedModel,
+    model_cfg: dict,
     options: dict,
     datasets: list[str],
     settings: dict,
@@ -443,13 +433,15 @@ def _train_promptfree(
     precision: str,
 ) -> dict:
     """promptfree: class map from the training slices, multi-class decoder, CE + Dice, shared loop."""
-    device = next(model.sam.parameters()).device
     fold, batch_size = settings["fold"], settings["batch_size"]
     train = collect_slices(layout, datasets, method_cfg["model"], "train", fold)
     classes = class_map(train)
     if not classes:
         raise ValueError(f"method {method}: no labelled training slices in datasets {datasets}")
-    params = adapt.prepare(model, adapt.PROMPTFREE, options, classes)
+    device = resolve_device(settings["device"])
+    model = adapt.load_method_model(model_cfg, method_cfg, device, classes=classes)
+    device = model.predictor.device
+    params = adapt.trainable_parameters(model)
     counts = adapt.count_parameters(model)
     log.info(
         "%s (promptfree): %d classes + background, %d trainable of %d parameters",

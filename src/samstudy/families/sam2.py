@@ -16,8 +16,8 @@ already through the decoder's `conv_s0`/`conv_s1`), packed into one flat fp16 ve
 predictor adds `no_mem_embed` to the image embedding (image_predictor.py lines 117-127); the decoder
 wrapper adds it when it unpacks, so the same cache entry also serves the video predictor (which does not).
 
-3D (`propagate`, samstudy.propagate): MedSAM's protocol for SAM 2 on volumes, through the official
-`SAM2VideoPredictor`.
+3D (the volume capability, samstudy.families.sam2_video, used by the `propagate` protocol): MedSAM's
+protocol for SAM 2 on volumes, through the official `SAM2VideoPredictor`.
 
 The model is built from the package's own SAM 2.1 config files with OmegaConf and `hydra.utils.instantiate`
 (the overrides `build_sam2_video_predictor` applies, build_sam.py lines 103-125), not through hydra's
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from samstudy.families.base import Family, as_rgb
+from samstudy.families.sam2_video import SAM2Predictor
 
 # config model type -> the package's SAM 2.1 config file (MedSAM2's weights are SAM 2.1 Hiera-T weights)
 SAM2_CONFIGS = {
@@ -175,6 +176,7 @@ def sam2_config(config_file: str, image_size: int):
 
 class SAM2(Family):
     threshold = 0.0  # SAM2ImagePredictor mask_threshold
+    predictor_class = SAM2Predictor  # slice (image predictor) and volume (video predictor) capabilities
     official = (
         "facebookresearch/sam2 1.1.0 sam2/sam2_image_predictor.py, utils/transforms.py, "
         "sam2_video_predictor.py; bowang-lab/MedSAM exp_inference/infer_SAM2_3D_npz.py (propagate)"
