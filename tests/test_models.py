@@ -41,3 +41,45 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"model": object()}, evil)
     with pytest.raises(CheckpointError, match="could not be read"):
         load_model({"type": "litemedsam", "checkpoint": str(evil)})
+
+
+RANDOM_INIT_PROBE = """
+import json, sys, torch
+from samstudy.families import family_of
+from samstudy.models import load_model, weights_sha256
+from tests.conftest import tiny_sam
+
+# conftest's tiny SAM, drawn from torch's random state as a family's build draws its weights
+family_of("litemedsam").build = lambda: tiny_sam(int(torch.randint(0, 2**31 - 1, (1,))))
+torch.manual_seed(int(sys.argv[2]))  # the caller's random state: no part of the weights, and left as it was
+before = torch.get_rng_state()
+model = load_model({"type": "litemedsam", "random_init": True, **json.loads(sys.argv[1])})
+kept = bool(torch.equal(before, torch.get_rng_state()))
+print(json.dumps({"sha256": model.sha256, "hash_of_weights": weights_sha256(model.sam) == model.sha256, "kept": kept}))
+"""
+
+
+def _random_init_in_a_fresh_interpreter(entry: dict, caller_seed: int) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cmd = [sys.executable, "-c", RANDOM_INIT_PROBE, json.dumps(entry), str(caller_seed)]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_random_init_weights_are_seeded_by_the_entry_and_keyed_by_their_hash():
+    """Two interpreters build the same random weights from the same entry seed (whatever their own random
+    state), another seed other weights; the model's hash (cache key, adapted checkpoints' base) is theirs."""
+    first = _random_init_in_a_fresh_interpreter({"seed": 5}, caller_seed=1)
+    second = _random_init_in_a_fresh_interpreter({"seed": 5}, caller_seed=2)
+    other = _random_init_in_a_fresh_interpreter({"seed": 6}, caller_seed=1)
+    default = _random_init_in_a_fresh_interpreter({}, caller_seed=1)
+    assert first["sha256"] == second["sha256"] != other["sha256"]
+    assert default["sha256"] == _random_init_in_a_fresh_interpreter({"seed": 0}, caller_seed=3)["sha256"]
+    assert all(r["hash_of_weights"] and r["kept"] for r in (first, second, other, default))
+    assert len(first["sha256"]) == 64 and first["sha256"] != "random-init"

@@ -136,6 +136,14 @@ def test_checkpoints_are_checked(model, tmp_path):
         load_model({"type": "sam2.1_hiera_t", "checkpoint": str(pickled)})
 
 
+def test_random_init_weights_come_from_the_entry_seed(model):
+    """SAM 2's random weights are the entry's seed's (0 when absent), keyed by their hash."""
+    from samstudy.models import weights_sha256
+
+    assert model.sha256 == weights_sha256(model.sam) == load_model({**ENTRY, "seed": 0}).sha256
+    assert load_model({**ENTRY, "seed": 1}).sha256 != model.sha256
+
+
 def official_medsam_sam2_3d(image_predictor, video_predictor, img_3d: np.ndarray, boxes_3d: list) -> np.ndarray:
     """A transcription of bowang-lab/MedSAM exp_inference/infer_SAM2_3D_npz.py `infer_3d` (commit 87bc795)
     on the official predictors: PIL frames, the image predictor's box mask on the middle slice,

@@ -7,6 +7,7 @@ one). A missing, unreadable or wrong-architecture checkpoint gives a clear error
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -77,22 +78,37 @@ def checkpoint_sha256(model_cfg: dict) -> str:
     return sha256_file(path)
 
 
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's weights: for every state-dict entry in order, its name, dtype, shape and raw
+    bytes (what a random-init model's caches and adapted checkpoints are keyed by, as a file's hash keys a
+    checkpoint's)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_model(model_cfg: dict, device: str | torch.device = "cpu", random_init: bool = False) -> LoadedModel:
     """Build a registry model and load its checkpoint safely.
 
     `random_init=True` (or the entry's `random_init: true`) skips the checkpoint (tests, offline demos and
-    benchmarks of speed only); its hash is then
-    "random-init" so it can never be mistaken for trained weights in a cache.
+    benchmarks of speed only): the weights are drawn from the entry's `seed` (config.validate fills in the
+    study's; 0 when absent), the same in every process, and the model's hash is the hash of those weights
+    (`weights_sha256`), so a cache never serves embeddings of other random weights.
     """
     kind = model_cfg["type"]
     if kind not in MODEL_TYPES:
         raise CheckpointError(f"unknown model type '{kind}'; known: {sorted(MODEL_TYPES)}")
     family = family_of(kind).configured(model_cfg)
     random_init = random_init or bool(model_cfg.get("random_init"))
-    sam = family.build()
     path: Path | None = None
-    digest = "random-init"
-    if not random_init:
+    if random_init:
+        sam = family.build_random(int(model_cfg.get("seed") or 0))
+        digest = weights_sha256(sam)
+    else:
+        sam = family.build()
         path = checkpoint_path(model_cfg)
         if not path.is_file():
             raise CheckpointError(f"checkpoint not found: {path} (model type {kind})")

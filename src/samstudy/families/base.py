@@ -60,6 +60,13 @@ class Family:
         """The segment_anything `Sam` module with this family's architecture (random init)."""
         raise NotImplementedError
 
+    def build_random(self, seed: int) -> torch.nn.Module:
+        """`build` with random weights drawn from `seed` (`random_init: true`): the same weights in every
+        process and on every machine; the caller's random state is left as it was (fork_rng)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return self.build()
+
     def configured(self, model_cfg: dict) -> Family:
         """The family as a model entry configures it (SAM 2: its image size); most have nothing to set."""
         return self

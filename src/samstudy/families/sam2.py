@@ -44,7 +44,7 @@ SAM2_CONFIGS = {
     "medsam2": "sam2.1_hiera_t.yaml",
 }
 DEFAULT_IMAGE_SIZE = 1024
-RANDOM_INIT_SEED = 0  # random-init weights are seeded: every job of a study builds the same ones
+RANDOM_INIT_SEED = 0  # the seed of the weights a checkpoint then replaces (the caller's random state untouched)
 
 # build_sam.py, build_sam2_video_predictor (lines 103-125): the video predictor class and the
 # postprocessing overrides (the image builder `build_sam2` applies the first three too).
@@ -197,11 +197,14 @@ class SAM2(Family):
         return SAM2(self.model_type, int(model_cfg.get("image_size") or DEFAULT_IMAGE_SIZE))
 
     def build(self) -> nn.Module:
+        return self.build_random(RANDOM_INIT_SEED)
+
+    def build_random(self, seed: int) -> nn.Module:
         from hydra.utils import instantiate
 
         cfg = sam2_config(self.config_file, self.input_size)
-        with torch.random.fork_rng():  # random-init weights are the same in every job
-            torch.manual_seed(RANDOM_INIT_SEED)
+        with torch.random.fork_rng():  # seeded weights, the caller's random state untouched
+            torch.manual_seed(seed)
             sam2 = instantiate(cfg.model, _recursive_=True)
         return SAM2Model(sam2)
 
