@@ -113,9 +113,10 @@ class Reference:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         sync(self.device_name)
         start = time.perf_counter()
+        predictor = self.model.predictor
         with torch.inference_mode(), autocast:
             for x in self.ready:
-                self.model.sam.image_encoder(x)
+                predictor.encode(x)
         sync(self.device_name)
         return time.perf_counter() - start
 

@@ -52,7 +52,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = {name: rng.integers(0, 256, (1, *hw), dtype=np.uint8) for name, hw in SIZES.items()}
     lite = load_model({"type": "litemedsam"})
-    vit_b = FAMILIES["sam_vit_b"].build().eval()
+    vit_b = FAMILIES["sam_vit_b"].predictor(FAMILIES["sam_vit_b"].build().eval())
     setups = {}
     for name, image in images.items():
         for fam in ("litemedsam", "sam_vit_b", "medsam_vit_b"):
@@ -61,8 +61,8 @@ def main() -> None:
     x256 = FAMILIES["litemedsam"].image_to_input(images["173x229"])
     x1024 = FAMILIES["sam_vit_b"].image_to_input(images["173x229"])
     with torch.inference_mode():
-        setups["encoder litemedsam (TinyViT, 256)"] = (lambda: lite.sam.image_encoder(x256), 1)
-        setups["encoder ViT-B (1024)"] = (lambda: vit_b.image_encoder(x1024), 1)
+        setups["encoder litemedsam (TinyViT, 256)"] = (lambda: lite.predictor.encode(x256), 1)
+        setups["encoder ViT-B (1024)"] = (lambda: vit_b.encode(x1024), 1)
         for fn, _ in setups.values():  # warm-up (imports, allocator)
             fn()
         samples: dict[str, list[float]] = {k: [] for k in setups}
