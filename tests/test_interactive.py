@@ -143,6 +143,28 @@ def test_clicks_are_the_official_clicks():
         assert counts[what] >= 20, f"the random pairs exercise too few {what}: {counts}"
 
 
+def test_the_clicks_handed_to_a_model_are_the_official_npz_keys():
+    """Five click steps: `challenge_clicks` of our history = the official clicks_cls / clicks_order."""
+    for seed in range(40):
+        pred, gt = random_pair(2000 + seed)
+        classes = sorted(int(c) for c in np.unique(gt) if c != 0)
+        clicks_cls = [{"fg": [], "bg": []} for _ in classes]
+        clicks_order = [[] for _ in classes]
+        history = {c: [] for c in classes}
+        for _ in range(5):
+            step_cls, step_order = official.click_step(pred, gt)
+            for ind in range(len(classes)):
+                for kind in ("fg", "bg"):
+                    clicks_cls[ind][kind] += [[int(v) for v in voxel] for voxel in step_cls[ind][kind]]
+                clicks_order[ind] += step_order[ind]
+            pred = pred.copy()
+            for c, click in i3d.next_clicks(pred, gt, classes).items():
+                history[c].append(click)
+                if click is not None:
+                    pred[click.voxel] = c if click.fg else 0
+        assert i3d.challenge_clicks(history) == (clicks_cls, clicks_order), f"seed {seed}"
+
+
 def test_large_roi_downsampling_is_the_official(monkeypatch):
     """The > 6e7-voxel path (2x block-max, EDT, repeat back), with the threshold lowered in both codes."""
     monkeypatch.setattr(i3d, "LARGE_ROI_VOXELS", 40)

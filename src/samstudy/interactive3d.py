@@ -204,6 +204,23 @@ def next_clicks(prediction: np.ndarray, ground_truth: np.ndarray, classes) -> di
     return {int(c): next_click(prediction, ground_truth, int(c)) for c in classes}
 
 
+def challenge_clicks(history: dict[int, list[Click | None]]) -> tuple[list[dict], list[list]]:
+    """The ``clicks`` and ``clicks_order`` the challenge hands a model (EVAL L348-L349, L412-L417, L424), from
+    each class's clicks so far (label value -> one `Click` or None per click step, classes in label order):
+    per class ``{"fg": [[z, y, x], ...], "bg": [...]}`` and the step-by-step list of "fg" / "bg" / None."""
+    clicks, order = [], []
+    for label in sorted(history):
+        made: dict[str, list[list[int]]] = {"fg": [], "bg": []}
+        kinds: list[str | None] = []
+        for click in history[label]:
+            if click is not None:
+                made["fg" if click.fg else "bg"].append(list(click.voxel))
+            kinds.append(None if click is None else ("fg" if click.fg else "bg"))
+        clicks.append(made)
+        order.append(kinds)
+    return clicks, order
+
+
 # ----------------------------------------------------------------------------------------------------
 # Scores (EVAL L140-L158, L495-L501, L530-L531; SD)
 # ----------------------------------------------------------------------------------------------------
