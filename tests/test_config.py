@@ -1,11 +1,12 @@
 import pytest
 
 from samstudy import config as samstudy_config
+from samstudy import study
 from samstudy.config import ConfigError
 
 
 def test_defaults_filled_and_default_study_valid():
-    cfg = samstudy_config.load("config/config.yaml")
+    cfg = study.load("config/config.yaml")
     assert cfg["datasets"][0]["role"] == "train_test"
     assert cfg["models"]["litemedsam"]["checkpoint"] is None
     assert set(cfg) >= {
@@ -45,6 +46,7 @@ def test_minimal_config_gets_every_section():
             {
                 "datasets": [{"name": "a", "format": "synthetic", "modality": "CT"}],
                 "models": {"b": {"type": "sam_vit_b"}},
+                "methods": {"m": {"model": "b"}},  # (the default methods name the default model, litemedsam)
             },
             "needs a 'checkpoint'",
         ),
@@ -61,7 +63,7 @@ def test_minimal_config_gets_every_section():
 )
 def test_bad_config_is_a_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message):
-        samstudy_config.validate(bad)
+        study.validate(bad)  # the config layer's checks and the study table's, as the workflow runs them
 
 
 def test_as_param_is_canonical():

@@ -12,6 +12,7 @@ import yaml
 from snakemake.utils import update_config
 
 from samstudy import config as samstudy_config
+from samstudy import study as study_module
 from samstudy.config import ConfigError
 from samstudy.study import NNUNET_PLAIN, NNUNET_PROMPTED, Study, check_checkpoints, check_families, runs_protocol
 from tests.conftest import REPO, dry_run_jobs
@@ -309,3 +310,31 @@ def test_the_rules_of_both_nnunet_variants_keep_their_names_for_the_slurm_profil
     assert {f"{v.rule}_{s}" for v in (NNUNET_PLAIN, NNUNET_PROMPTED) for s in steps} <= rules
     profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     assert set(profile["set-threads"]) | set(profile["set-resources"]) <= rules
+
+
+def test_a_protocol_no_method_can_run_is_refused_with_the_types_that_can():
+    """`propagate` needs SAM 2's video memory: listed with LiteMedSAM methods only it would make no run at
+    all (silently, before); with a SAM 2 method among them, only the SAM 2 method runs it."""
+    with pytest.raises(ConfigError, match=r"protocol 'propagate' is run by no method.*litemedsam.*sam2\.1_hiera_t"):
+        study_of(prompts={"protocols": ["box", "propagate"]})
+    derived = {"auto_p": {"from": "nnunet_2d", "kind": "propagate"}}
+    with pytest.raises(ConfigError, match=r"protocol 'auto_p' \(kind propagate\) is run by no method"):
+        study_of(prompts={"derived": derived})
+    sam2 = {"type": "sam2.1_hiera_t", "image_size": 256, "random_init": True}
+    study = study_of(models={"sam2": sam2}, methods={"s2": {"model": "sam2"}}, prompts={"protocols": ["propagate"]})
+    assert [r for r in study.runs if r.endswith(".propagate")] == ["s2.propagate"]
+    # a study with no prompt-based method lists protocols that have no runs: nothing to refuse
+    promptfree = {"zeroshot": None, "decoder": None, "pf": {"model": "litemedsam", "adaptation": "promptfree"}}
+    assert "pf.none" in study_of(methods=promptfree, prompts={"protocols": ["propagate"]}).runs
+
+
+def test_study_validate_is_what_the_workflow_checks():
+    """study.validate/load run the config layer's checks and the study table's, as the Snakefile does."""
+    assert study_module.load("config/config.yaml") == samstudy_config.load("config/config.yaml")
+    sam2_lora = merged(
+        models={"sam2": {"type": "sam2.1_hiera_t", "random_init": True}},
+        methods={"m": {"model": "sam2", "adaptation": "lora"}},
+    )
+    samstudy_config.validate(sam2_lora)  # the config layer knows no family
+    with pytest.raises(ConfigError, match="adaptation 'lora' is not built for SAM 2"):
+        study_module.validate(sam2_lora)

@@ -59,9 +59,10 @@ def remove_nulls(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate a config, fill defaults, check cross-references; return a new dict. A null value removes
-    its entry first (`remove_nulls`). What the study runs (what a model family can run, where derived
-    prompts come from) is the study table's check (samstudy.study.check_runs: this layer knows no family)."""
+    """Validate a config against the schema, fill defaults, check cross-references; return a new dict. A
+    null value removes its entry first (`remove_nulls`). What the study runs (what a model family can run
+    and needs, where derived prompts come from, what trains on what) is the study table's check: use
+    `samstudy.study.validate` for the whole of it (this layer knows no family)."""
     from snakemake.utils import validate as sm_validate  # same defaults-filling validator as the Snakefile
 
     cfg = remove_nulls(copy.deepcopy(config))
@@ -72,8 +73,6 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for name, model in cfg["models"].items():
         model.setdefault("checkpoint", None)
         model.setdefault("sha256", None)
-        if model["type"] != "litemedsam" and not model["checkpoint"] and not model.get("random_init"):
-            raise ConfigError(f"models.{name}: type {model['type']} needs a 'checkpoint' path (or random_init: true)")
         if model.get("random_init"):
             # seeded random weights: the entry's own seed, else the study's (real weights take none, so
             # their entries, and the jobs that carry them as params, stay as they were)
@@ -131,10 +130,16 @@ def check_paths(cfg: dict[str, Any]) -> None:
             raise ConfigError(str(err)) from None
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file and validate it."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a dict (an empty file is an empty config)."""
     with open(path) as fh:
-        return validate(yaml.safe_load(fh) or {})
+        return yaml.safe_load(fh) or {}
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it (`validate`: the schema and this layer's checks;
+    `samstudy.study.load` adds the study table's)."""
+    return validate(read_yaml(path))
 
 
 def dataset(cfg: dict[str, Any], name: str) -> dict[str, Any]:

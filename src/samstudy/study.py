@@ -413,18 +413,57 @@ class Study:
 # Config errors the study table can see: refused before any job runs.
 
 
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """A config validated as the workflow validates it before any job: the schema and the config layer's
+    checks (`config.validate`), then the study table's (`check_runs`, `check_training_data`)."""
+    cfg = samstudy_config.validate(config)
+    check_runs(cfg)
+    check_training_data(cfg)
+    return cfg
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it as the workflow does (`validate`)."""
+    return validate(samstudy_config.read_yaml(path))
+
+
 def check_runs(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What the study runs can run: each model family runs its methods' adaptations and model keys
-    (`check_families`), derived prompts come from automatic runs (`check_prompt_sources`). Returns `cfg`."""
+    """What the study runs can run: each model family runs its methods' adaptations and model keys and has
+    its weights (`check_families`), derived prompts come from automatic runs (`check_prompt_sources`), and
+    every protocol the config lists is run by some method (`check_protocols`). Returns `cfg`."""
     check_families(cfg)
     check_prompt_sources(cfg)
+    check_protocols(cfg)
     return cfg
+
+
+def check_protocols(cfg: dict[str, Any]) -> None:
+    """A protocol (ground-truth or derived) that no prompt-based method of the study can run, because no
+    method's family has the capability it needs (`propagate`: SAM 2's video memory), is refused with the
+    model types that run it; where some methods run it, the others are simply not its runs."""
+    prompt_based = [m for m, spec in cfg["methods"].items() if spec["adaptation"] != PROMPT_FREE]
+    if not prompt_based:
+        return  # no prompt-based method: no protocol has runs (nnU-Net or prompt-free studies)
+    listed = [*cfg["prompts"]["protocols"], *cfg["prompts"]["derived"]]
+    for protocol in listed:
+        if any(runs_protocol(cfg, m, protocol) for m in prompt_based):
+            continue
+        kind = cfg["prompts"]["derived"].get(protocol, {}).get("kind", protocol)
+        able = [t for t in MODEL_TYPES if family_runs_protocol(t, kind)]
+        models = ", ".join(sorted({cfg["models"][cfg["methods"][m]["model"]]["type"] for m in prompt_based}))
+        raise ConfigError(
+            f"prompts: protocol '{protocol}'{f' (kind {kind})' if kind != protocol else ''} is run by no method "
+            f"of this study: its methods' model types ({models}) cannot run it; model types that can: "
+            f"{', '.join(able)}. Add a method with one of them, or remove the protocol"
+        )
 
 
 def check_families(cfg: dict[str, Any]) -> dict[str, Any]:
     """What each model's family runs (samstudy.families): a model key its family does not read, or an
     adaptation it does not run, is refused with the reason. Returns `cfg`."""
     for name, model in cfg["models"].items():
+        if family_info(model["type"]).needs_checkpoint and not model["checkpoint"] and not model.get("random_init"):
+            raise ConfigError(f"models.{name}: type {model['type']} needs a 'checkpoint' path (or random_init: true)")
         # keys only some families read (image_size: SAM 2's input size)
         for key in sorted(set(model) & FAMILY_KEYS):
             if key not in family_info(model["type"]).model_keys:
