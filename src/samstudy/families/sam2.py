@@ -177,6 +177,10 @@ def sam2_config(config_file: str, image_size: int):
 class SAM2(Family):
     threshold = 0.0  # SAM2ImagePredictor mask_threshold
     predictor_class = SAM2Predictor  # slice (image predictor) and volume (video predictor) capabilities
+    # Its mask decoder, less conv_s0/conv_s1, which make the high-resolution features the embedding cache
+    # holds (forward_image runs them): training them would stale the cache.
+    decoder_prefix = "model.sam_mask_decoder."
+    decoder_cached = ("model.sam_mask_decoder.conv_s0.", "model.sam_mask_decoder.conv_s1.")
     official = (
         "facebookresearch/sam2 1.1.0 sam2/sam2_image_predictor.py, utils/transforms.py, "
         "sam2_video_predictor.py; bowang-lab/MedSAM exp_inference/infer_SAM2_3D_npz.py (propagate)"

@@ -27,7 +27,8 @@ from unittest import mock
 import numpy as np
 import torch
 
-from samstudy.families.base import SLICE, VOLUME, Predictor, VolumeSession
+from samstudy.families import SLICE, VOLUME
+from samstudy.families.base import Predictor, VolumeSession
 
 IMG_MEAN = (0.485, 0.456, 0.406)  # infer_SAM2_3D_npz.py; sam2/utils/misc.py load_video_frames defaults
 IMG_STD = (0.229, 0.224, 0.225)
