@@ -41,13 +41,30 @@ def test_only_sam2_runs_the_volume_protocol_and_refuses_promptfree():
         assert info.runs("promptfree") == (model_type not in sam2) and bool(info.refused) == (model_type in sam2)
 
 
-def test_each_protocol_module_declares_the_registrys_capability_and_the_interface():
+def test_each_protocol_module_has_the_interface_and_the_registry_its_needs():
+    from samstudy.families import CAPABILITIES
     from samstudy.protocols import PROTOCOL_TABLE, protocol_for
 
     for info in PROTOCOL_TABLE:
         module = protocol_for(info.name)
-        assert module.CAPABILITY == info.capability, info.name
         assert callable(module.run) and callable(module.run_record), info.name
+        assert not hasattr(module, "CAPABILITY"), info.name  # the registry is the one source
+        assert info.needs and info.needs <= set(CAPABILITIES), info.name
+    assert protocol_info("propagate").needs == {"slice", "volume"}  # its prompt slice takes the slice path
+    assert [p.name for p in PROTOCOL_TABLE if p.per_step] == ["clicks"]
+
+
+def test_a_protocol_needing_capabilities_a_family_lacks_is_not_run(monkeypatch):
+    """Every capability a protocol needs must be the family's: a volume-only family runs neither propagate
+    (it needs the slice path too) nor box; a slice + volume family runs both."""
+    from samstudy import families
+
+    volume_only = families.FamilyInfo("vol", "vol", "Vol", "x", "X", capabilities=frozenset({"volume"}))
+    both = families.FamilyInfo("both", "both", "Both", "x", "X", capabilities=frozenset({"slice", "volume"}))
+    monkeypatch.setitem(families.REGISTRY, "vol", volume_only)
+    monkeypatch.setitem(families.REGISTRY, "both", both)
+    assert not family_runs_protocol("vol", "propagate") and not family_runs_protocol("vol", "box")
+    assert family_runs_protocol("both", "propagate") and family_runs_protocol("both", "box")
 
 
 def test_each_family_predictor_has_the_registrys_capabilities():
@@ -103,9 +120,9 @@ def test_infer_runs_a_protocol_registered_in_the_registry(study, tiny_model, mon
         return CaseResult(np.ones(case.labels.shape, dtype=np.uint8), record={"note": case.prompts[0]["note"]})
 
     fake = types.ModuleType("samstudy_fake_protocol")
-    fake.CAPABILITY, fake.run, fake.run_record = "slice", run, prompted_run_record
+    fake.run, fake.run_record = run, prompted_run_record
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
-    info = protocols.ProtocolInfo("fake", fake.__name__, "slice", protocols.PER_SLICE, False, True)
+    info = protocols.ProtocolInfo("fake", fake.__name__, frozenset({"slice"}), protocols.PER_SLICE, False)
     monkeypatch.setitem(protocols.REGISTRY, "fake", info)
     cases = eval_cases(layout, "phantom")
     _write_prompts(layout, "fake", {c: [{"note": f"hello {c}"}] for c in cases})
@@ -132,3 +149,27 @@ def test_a_family_without_the_volume_capability_refuses_the_volume_protocol(stud
     model = tiny_model({"type": "litemedsam"})
     with pytest.raises(CapabilityError, match="litemedsam has no volume capability"):
         model.predictor.volume_session(np.zeros((2, 8, 8), dtype=np.uint8))
+
+
+def test_infer_refuses_a_protocol_whose_capabilities_the_predictor_lacks(study, tiny_model, monkeypatch):
+    """A volume-only predictor is refused propagate and box before any case; a slice + volume one runs
+    propagate (here with no objects: the session is opened and nothing is tracked)."""
+
+    from samstudy.cases import eval_cases
+    from samstudy.embed import embed_dataset
+    from samstudy.families.base import Predictor
+    from samstudy.infer import infer_dataset
+
+    cfg, layout = study
+    embed_dataset(layout, "phantom", "m", {"type": "litemedsam"}, EMBED)
+    cases = eval_cases(layout, "phantom")
+    _write_prompts(layout, "propagate", {c: [] for c in cases})
+    _write_prompts(layout, "box", {c: [] for c in cases})
+    monkeypatch.setattr(Predictor, "capabilities", frozenset({"volume"}))
+    for kind in ("propagate", "box"):
+        with pytest.raises(ValueError, match=f"{kind} .* needs the slice capability, which model family litemedsam"):
+            infer_dataset(layout, "phantom", "zs", METHOD, {"type": "litemedsam"}, kind, "cpu")
+    monkeypatch.setattr(Predictor, "capabilities", frozenset({"slice", "volume"}))
+    monkeypatch.setattr(Predictor, "volume_session", lambda self, slices: object())
+    written = infer_dataset(layout, "phantom", "zs", METHOD, {"type": "litemedsam"}, "propagate", "cpu")
+    assert len(written) == len(cases)

@@ -93,11 +93,11 @@ def infer_dataset(
     artifact = {} if prompt_free else load_prompts(layout, dataset, protocol)
     kind = artifact.get("kind", protocol)  # a derived protocol (prompts from another run) names its kind
     runner = protocol_for(kind)
-    needed = protocol_info(kind).capability
-    if needed not in model.predictor.capabilities:
+    missing = protocol_info(kind).needs - model.predictor.capabilities
+    if missing:
         raise ValueError(
-            f"protocol {protocol} ({kind}) needs the {needed} capability, which model family {model.family.name} "
-            f"(model type {model.kind}) does not have"
+            f"protocol {protocol} ({kind}) needs the {' and '.join(sorted(missing))} capability, which model family "
+            f"{model.family.name} (model type {model.kind}) does not have"
         )
     prompts, settings = artifact.get("cases", {}), artifact.get("settings", {})
     run = run_name(method, protocol)

@@ -26,7 +26,7 @@ from samstudy.paths import (
     run_name,
     shard_names,
 )
-from samstudy.protocols import family_runs_protocol
+from samstudy.protocols import family_runs_protocol, protocol_info
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Study:
             (r, d) for r in self.runs for d in self.datasets if self.evaluated(r, d)
         ]
         self.click_parts: list[tuple[str, str]] = [
-            (r, d) for r, d in self.eval_parts if self.runs[r].protocol == "clicks"
+            (r, d) for r, d in self.eval_parts if protocol_info(self.runs[r].protocol).per_step
         ]
 
     # The runs and where they are scored.
@@ -330,10 +330,7 @@ class Study:
     def prompt_settings(self, protocol: str) -> dict[str, Any]:
         """The prompts section as a protocol uses it: only its own settings, so changing the jitter does
         not redo tight boxes."""
-        keys = {"box_jitter": ["jitter_px"], "clicks": ["clicks"], "box3d": ["box3d"]}.get(
-            protocol, ["negative_points"] if protocol.startswith("points") else []
-        )
-        return {k: self.cfg["prompts"][k] for k in ["components", *keys]}
+        return {k: self.cfg["prompts"][k] for k in ["components", *protocol_info(protocol).settings]}
 
     def prompts_params(self, protocol: str) -> dict[str, Any]:
         """prompts (from the ground truth): the protocol's settings and the seed."""

@@ -1,12 +1,12 @@
 """Prompt protocols: one module per protocol (`samstudy/protocols/<module>.py`); this registry says what
 each needs and stores, and imports no torch (config validation and the study table read it).
 
-A protocol module has the same small interface (samstudy.protocols.base): `CAPABILITY` (the predictor
-capability it needs: "slice" or "volume") and `run(predictor inputs of one case) -> CaseResult` (label
-slices, optional per-click stack, the record of the prompts it used). `infer` loops over the cases and
-calls `protocol_for(kind).run(...)`; it names no protocol.
+A protocol module has the same small interface (samstudy.protocols.base): `run(predictor inputs of one
+case) -> CaseResult` (label slices, optional per-click stack, the record of the prompts it used) and
+`run_record`; the predictor capabilities it needs are its registry line's `needs` (the one source).
+`infer` loops over the cases and calls `protocol_for(kind).run(...)`; it names no protocol.
 
-Adding a protocol: one file in this package with `CAPABILITY` and `run`, one `ProtocolInfo` line below,
+Adding a protocol: one file in this package with `run` and `run_record`, one `ProtocolInfo` line below,
 the prompts it stores made by samstudy.prompts (`case_prompts`), and its tests (tests/test_protocols.py).
 """
 
@@ -31,28 +31,31 @@ class ProtocolInfo:
 
     name: str  # the kind (a ground-truth protocol's name; a derived protocol names its kind)
     module: str  # samstudy.protocols.<module>
-    capability: str  # SLICE or VOLUME: what the family's predictor must be able to do
+    needs: frozenset[str]  # the predictor capabilities it uses (SLICE, VOLUME): all must be the family's
     stores: str  # PER_SLICE, START, BOX3D or NOTHING
     derivable: bool  # a derived (automatic) protocol may be of this kind (prompts from another run)
-    dynamic: bool  # its prompts depend on the predictions: it records those it used beside them
+    settings: tuple[str, ...] = ()  # the `prompts` config keys its prompts are made with, beyond `components`
+    per_step: bool = False  # it returns the prediction after every step (clicks): evaluate scores each
 
 
+_SLICE = frozenset({SLICE})
+# propagate: the prompt slice's mask from the slice path (cached embedding, decoder), then the volume session.
+_SLICE_VOLUME = frozenset({SLICE, VOLUME})
 PROTOCOL_TABLE: tuple[ProtocolInfo, ...] = (
-    ProtocolInfo("box", "samstudy.protocols.static", SLICE, PER_SLICE, True, False),
-    ProtocolInfo("box_jitter", "samstudy.protocols.static", SLICE, PER_SLICE, False, False),
-    ProtocolInfo("points1", "samstudy.protocols.static", SLICE, PER_SLICE, False, False),
-    ProtocolInfo("points3", "samstudy.protocols.static", SLICE, PER_SLICE, False, False),
-    ProtocolInfo("points5", "samstudy.protocols.static", SLICE, PER_SLICE, False, False),
-    ProtocolInfo("clicks", "samstudy.protocols.clicks", SLICE, START, False, True),
-    ProtocolInfo("box3d", "samstudy.protocols.box3d", SLICE, BOX3D, True, True),
-    ProtocolInfo("propagate", "samstudy.protocols.propagate", VOLUME, BOX3D, True, True),
-    ProtocolInfo("none", "samstudy.protocols.promptfree", SLICE, NOTHING, False, False),
+    ProtocolInfo("box", "samstudy.protocols.static", _SLICE, PER_SLICE, True),
+    ProtocolInfo("box_jitter", "samstudy.protocols.static", _SLICE, PER_SLICE, False, ("jitter_px",)),
+    ProtocolInfo("points1", "samstudy.protocols.static", _SLICE, PER_SLICE, False, ("negative_points",)),
+    ProtocolInfo("points3", "samstudy.protocols.static", _SLICE, PER_SLICE, False, ("negative_points",)),
+    ProtocolInfo("points5", "samstudy.protocols.static", _SLICE, PER_SLICE, False, ("negative_points",)),
+    ProtocolInfo("clicks", "samstudy.protocols.clicks", _SLICE, START, False, ("clicks",), per_step=True),
+    ProtocolInfo("box3d", "samstudy.protocols.box3d", _SLICE, BOX3D, True, ("box3d",)),
+    ProtocolInfo("propagate", "samstudy.protocols.propagate", _SLICE_VOLUME, BOX3D, True),
+    ProtocolInfo("none", "samstudy.protocols.promptfree", _SLICE, NOTHING, False),
 )
 REGISTRY: dict[str, ProtocolInfo] = {info.name: info for info in PROTOCOL_TABLE}
 PROTOCOLS: tuple[str, ...] = tuple(REGISTRY)
 PROMPT_FREE = "none"  # the protocol (and prompt source) of prompt-free runs
 DERIVED_KINDS: tuple[str, ...] = tuple(p.name for p in PROTOCOL_TABLE if p.derivable)
-DYNAMIC_PROTOCOLS: tuple[str, ...] = tuple(p.name for p in PROTOCOL_TABLE if p.dynamic)
 
 
 def protocol_info(kind: str) -> ProtocolInfo:
@@ -64,9 +67,9 @@ def protocol_info(kind: str) -> ProtocolInfo:
 
 
 def family_runs_protocol(model_type: str, kind: str) -> bool:
-    """Whether a model type's family has the capability a protocol kind needs (`propagate` needs SAM 2's
-    video memory: the volume capability; every other protocol runs on every family)."""
-    return protocol_info(kind).capability in family_info(model_type).capabilities
+    """Whether a model type's family has every capability a protocol kind needs (`propagate` needs SAM 2's
+    video memory, the volume capability, besides the slice path; every other protocol runs on every family)."""
+    return protocol_info(kind).needs <= family_info(model_type).capabilities
 
 
 def protocol_for(kind: str) -> ModuleType:
@@ -77,7 +80,6 @@ def protocol_for(kind: str) -> ModuleType:
 __all__ = [
     "BOX3D",
     "DERIVED_KINDS",
-    "DYNAMIC_PROTOCOLS",
     "NOTHING",
     "PER_SLICE",
     "PROMPT_FREE",

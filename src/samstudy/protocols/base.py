@@ -2,11 +2,11 @@
 through the model's predictor, and the assembly of per-object scores into label slices.
 
 A protocol module (samstudy/protocols/<module>.py) has:
-- `CAPABILITY`: the predictor capability it needs (`slice` or `volume`, samstudy.families.base);
 - `run(model, case: CaseInputs) -> CaseResult`: one case's label slices (and, for `clicks`, the stack after
   every click) and the record of the prompts it used (dynamic protocols; None for the others);
 - `run_record(model, method, dataset, artifact, overlap) -> dict`: what `run.json` records about the run beyond
   the run's name and the family (the prompt source, the overlap rule; prompt-free: its classes).
+The predictor capabilities it needs are its registry line's `needs` (samstudy.protocols).
 `model` is a samstudy.models.LoadedModel: its `predictor` runs the encoder and decoder, its `family` scales
 prompts and thresholds as the official code does.
 """

@@ -9,11 +9,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from samstudy.families.base import SLICE
 from samstudy.protocols.base import CaseInputs, CaseResult, Predictions, assemble, decode_prompts, embedding_of
 from samstudy.protocols.base import prompted_run_record as run_record
-
-CAPABILITY = SLICE
 
 
 def predict_box3d(
@@ -70,4 +67,4 @@ def run(model, case: CaseInputs) -> CaseResult:
     return CaseResult(label_slices, record={"objects": objects})
 
 
-__all__ = ["CAPABILITY", "predict_box3d", "run", "run_record"]
+__all__ = ["predict_box3d", "run", "run_record"]

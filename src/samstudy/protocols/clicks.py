@@ -11,12 +11,9 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from samstudy.families.base import SLICE
 from samstudy.prompts import next_click, prompt_target
 from samstudy.protocols.base import CaseInputs, CaseResult, assemble, decode, embedding_of
 from samstudy.protocols.base import prompted_run_record as run_record
-
-CAPABILITY = SLICE
 
 
 def _assemble_slice(
@@ -94,4 +91,4 @@ def run(model, case: CaseInputs) -> CaseResult:
     return CaseResult(stack[-1], click_stack=stack, record={"rounds": rounds, "objects": objects})
 
 
-__all__ = ["CAPABILITY", "predict_clicks", "run", "run_record"]
+__all__ = ["predict_clicks", "run", "run_record"]

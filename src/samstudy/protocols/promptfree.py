@@ -11,13 +11,11 @@ import numpy as np
 import torch
 
 from samstudy.adapt import dataset_classes
-from samstudy.families.base import SLICE
 from samstudy.protocols import PROMPT_FREE
 from samstudy.protocols.base import CaseInputs, CaseResult
 
 log = logging.getLogger(__name__)
 
-CAPABILITY = SLICE
 RULE = "argmax over background + the dataset's classes of the logits in the native slice"
 
 
@@ -90,4 +88,4 @@ def run_record(model, method: str, dataset: str, artifact: dict, overlap: str) -
     }
 
 
-__all__ = ["CAPABILITY", "predict_promptfree", "run", "run_record"]
+__all__ = ["predict_promptfree", "run", "run_record"]

@@ -22,11 +22,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from samstudy.families.base import VOLUME
 from samstudy.protocols.base import CaseInputs, CaseResult, Predictions, assemble, decode_prompts, embedding_of
 from samstudy.protocols.base import prompted_run_record as run_record
-
-CAPABILITY = VOLUME
 
 
 @torch.inference_mode()
@@ -80,4 +77,4 @@ def run(model, case: CaseInputs) -> CaseResult:
     return CaseResult(label_slices, record={"objects": objects})
 
 
-__all__ = ["CAPABILITY", "predict_propagate", "run", "run_record"]
+__all__ = ["predict_propagate", "run", "run_record"]

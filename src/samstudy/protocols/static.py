@@ -11,7 +11,6 @@ from collections import defaultdict
 
 import numpy as np
 
-from samstudy.families.base import SLICE
 from samstudy.protocols.base import (
     CaseInputs,
     CaseResult,
@@ -21,8 +20,6 @@ from samstudy.protocols.base import (
     embedding_of,
 )
 from samstudy.protocols.base import prompted_run_record as run_record
-
-CAPABILITY = SLICE
 
 
 def predict_slices(
@@ -46,4 +43,4 @@ def run(model, case: CaseInputs) -> CaseResult:
     return CaseResult(assemble((n, h, w), predictions, model.family.threshold, case.overlap))
 
 
-__all__ = ["CAPABILITY", "predict_slices", "run", "run_record"]
+__all__ = ["predict_slices", "run", "run_record"]
