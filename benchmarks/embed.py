@@ -95,7 +95,7 @@ class Reference:
         self.slices = all_slices(layout, n)
         self.device, self.device_name, self.batch_size = resolve_device(device), device, batch_size
         self.model = load_model(cfg["models"]["m"], self.device, random_init=model_type != "litemedsam")
-        self.model.sam.image_encoder.to(memory_format=torch.channels_last)
+        self.model.predictor.use_channels_last()
         self.precision = resolve_precision(cfg["embed"]["precision"], self.device)
         encode(self.model, self.slices[:1], 1, self.precision)  # warm-up
         self.ready = [

@@ -66,7 +66,7 @@ def main() -> None:
     for name in names:
         entry = {"type": name, "image_size": args.sam2_size} if name.startswith("sam2") else {"type": name}
         models[name] = load_model(entry, device, random_init=name != "litemedsam")
-        models[name].sam.image_encoder.to(memory_format=torch.channels_last)
+        models[name].predictor.use_channels_last()
     slices = phantom_slices(args.n)
     for model in models.values():  # warm-up (one slice each, not timed)
         encode(model, slices[:1], 1, precision)

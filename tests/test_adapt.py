@@ -134,3 +134,13 @@ def test_method_options_are_checked_by_the_config(tmp_path):
         study_config(tmp_path, methods={"d": {"model": "litemedsam", "adaptation": "decoder", "rank": 8}})
     with pytest.raises(ConfigError, match="schema"):
         study_config(tmp_path, methods={"x": {"model": "litemedsam", "adaptation": "prefix"}})
+
+
+def test_the_adaptations_are_the_registrys_and_the_schemas():
+    """One list of adaptations: the family registry's; the schema's enum and adapt's (less zero-shot) match it."""
+    from samstudy.config import schema
+    from samstudy.families import ADAPTATIONS
+
+    method = schema()["properties"]["methods"]["additionalProperties"]["properties"]["adaptation"]
+    assert tuple(method["enum"]) == ADAPTATIONS
+    assert adapt.ADAPTATIONS == tuple(a for a in ADAPTATIONS if a != "none")

@@ -7,7 +7,7 @@ from samstudy.embed import encode
 from samstudy.infer import write_prediction
 from samstudy.models import load_model
 from samstudy.prompts import tight_box
-from samstudy.protocols.base import assemble, decode_boxes
+from samstudy.protocols.base import assemble, decode_prompts
 from samstudy.synthetic import direction_matrix
 
 
@@ -23,7 +23,7 @@ def test_real_litemedsam_weights_segment_an_ellipse_from_its_box():
     model = load_model({"type": "litemedsam"})
     image, mask = _ellipse()
     emb = encode(model, image[None], batch_size=1, precision="fp32")[0]
-    logits = decode_boxes(model, emb, np.array([tight_box(mask)]), mask.shape)
+    logits = decode_prompts(model, emb, [{"box": tight_box(mask)}], mask.shape)
     pred = logits[0].numpy() > model.family.threshold
     dice = 2 * (pred & mask).sum() / (pred.sum() + mask.sum())
     assert dice > 0.9

@@ -40,12 +40,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from samstudy import families
 from samstudy.config import ENCODER_ADAPTATIONS, METHOD_OPTIONS
 from samstudy.families.base import Family
 from samstudy.io import sha256_file
 from samstudy.models import LoadedModel, load_model
 
-ADAPTATIONS = ("decoder", "lora", "adapter", "full", "promptfree")
+# The adaptations that add or train something: the registry's (the schema's enum) less zero-shot "none".
+ADAPTATIONS = tuple(a for a in families.ADAPTATIONS if a != "none")
 PROMPTFREE = "promptfree"
 NO_MASK_EMBED = "prompt_encoder.no_mask_embed."  # trained by promptfree (SAMed trains the prompt encoder)
 ADAPTER_TAG = "samstudy_adapter"  # in the names of the adapter layers' parameters

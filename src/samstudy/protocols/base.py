@@ -70,11 +70,6 @@ def decode_prompts(model, embedding: np.ndarray, prompts: list[dict], hw: tuple[
     return decode(model, embedding, prompts, hw)[1]
 
 
-def decode_boxes(model, embedding: np.ndarray, boxes: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
-    """Mask scores (N, H, W) for N XYXY boxes on one slice embedding."""
-    return decode_prompts(model, embedding, [{"box": list(b)} for b in boxes], hw)
-
-
 def embedding_of(embeddings: dict[int, np.ndarray], s: int, case: str) -> np.ndarray:
     """A slice's cached embedding; a clear error when the slice was not embedded."""
     if s not in embeddings:
