@@ -142,6 +142,7 @@ class Import:
     name: str
     line: int
     bound_as: str | None  # the local name the module itself is bound to, if any
+    typing_only: bool = False  # under `if TYPE_CHECKING:` (annotations: not run)
 
 
 def _modules(root: Path, package: str) -> dict[str, tuple[Path, bool]]:
@@ -156,35 +157,74 @@ def _modules(root: Path, package: str) -> dict[str, tuple[Path, bool]]:
 
 def _imports(path: Path, module: str, is_package: bool, modules) -> list[Import]:
     """Every import statement anywhere in a module (module level, inside functions, under TYPE_CHECKING),
-    relative imports resolved. `from a import b` imports module a.b if there is one, else a's name b. The
-    implicit import of a parent package (importing a.b runs a/__init__.py first) is no edge: the parent is
-    always set up first, so a registry that loads its plug-ins lazily is no loop."""
+    relative imports resolved. `from a import b` imports module a.b if there is one, else a's name b (the
+    packages above an imported module are added by `import_graph`)."""
     here = module if is_package else module.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 bound = alias.asname or (alias.name if "." not in alias.name else None)
-                found.append(Import(alias.name, "", node.lineno, bound))
+                found.append(Import(alias.name, "", node.lineno, bound, id(node) in typing_only))
         elif isinstance(node, ast.ImportFrom):
             source = node.module or ""
             if node.level:
                 parts = here.split(".")
                 source = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
             for alias in node.names:
+                hidden = id(node) in typing_only
                 if f"{source}.{alias.name}" in modules:
-                    found.append(Import(f"{source}.{alias.name}", "", node.lineno, alias.asname or alias.name))
+                    found.append(Import(f"{source}.{alias.name}", "", node.lineno, alias.asname or alias.name, hidden))
                 else:
-                    found.append(Import(source, alias.name, node.lineno, None))
+                    found.append(Import(source, alias.name, node.lineno, None, hidden))
     return found
 
 
-def import_graph(root: Path, package: str) -> dict[str, set[str]]:
-    """module -> the modules of the package it imports (any import statement, anywhere in it)."""
+def _ancestors(module: str) -> set[str]:
+    """The packages above a module (a.b.c -> a.b, a)."""
+    parts = module.split(".")
+    return {".".join(parts[:k]) for k in range(1, len(parts))}
+
+
+def import_graph(root: Path, package: str, lazy: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """module -> the modules of the package it imports (any import statement, anywhere in it), plus:
+    - the packages above an imported module (importing a.b.c runs a.b's __init__, which may import more),
+      except the importer's own packages, which are set up before it: a plug-in reading its registry's
+      constants is no loop, unless the registry imports that plug-in itself (then the edge stays);
+    - `lazy`: registry -> the modules it imports by name at call time (the families' and protocols' tables).
+    """
     modules = _modules(root, package)
+    found = {module: _imports(path, module, is_package, modules) for module, (path, is_package) in modules.items()}
+    direct = {module: {i.module for i in found[module] if i.module in modules} - {module} for module in modules}
+    runs = {module: {i.module for i in found[module] if not i.typing_only} for module in modules}
+    graph = {}
+    for module, imported in direct.items():
+        mine = _ancestors(module)
+        above = set().union(*(_ancestors(m) for m in imported)) & set(modules) - mine
+        # an explicit import of its own package is an edge only if that package runs an import of it
+        own = {a for a in mine & imported if module in runs[a]}
+        graph[module] = ((imported - mine) | above | own) - {module}
+    for registry, targets in (lazy or {}).items():
+        graph[registry] |= set(targets) & set(modules)
+    return graph
+
+
+def registry_modules() -> dict[str, set[str]]:
+    """The modules the registries import by name (lazily, at call time): families and protocols."""
+    from samstudy.families import FAMILY_TABLE
+    from samstudy.protocols import PROTOCOL_TABLE
+
     return {
-        module: {i.module for i in _imports(path, module, is_package, modules) if i.module in modules} - {module}
-        for module, (path, is_package) in modules.items()
+        "samstudy.families": {info.module for info in FAMILY_TABLE},
+        "samstudy.protocols": {info.module for info in PROTOCOL_TABLE},
     }
 
 
@@ -268,8 +308,11 @@ def above_bottom(graph: dict[str, set[str]], bottom: tuple[str, ...], low_level:
 
 
 def test_the_package_has_no_import_cycle():
-    """No module of samstudy imports itself back, also through an import inside a function."""
-    cycles = import_cycles(import_graph(PACKAGE_ROOT, "samstudy"))
+    """No module of samstudy imports itself back, also through an import inside a function, the package
+    above an imported module, or a registry's lazy import of a family or protocol module."""
+    lazy = registry_modules()
+    assert lazy["samstudy.protocols"] >= {"samstudy.protocols.clicks", "samstudy.protocols.propagate"}
+    cycles = import_cycles(import_graph(PACKAGE_ROOT, "samstudy", lazy))
     assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
@@ -314,4 +357,25 @@ def test_the_graph_checks_find_a_planted_cycle_a_private_name_and_a_layering_bre
 
     (pkg / "paths.py").write_text("def f():\n    import pkg.sub.stage\n")  # the bottom reaches a stage
     above = above_bottom(import_graph(pkg, "pkg"), ("pkg.paths",), ("pkg.paths",))
-    assert above == {"pkg.paths": ["pkg.a", "pkg.sub.b", "pkg.sub.stage"]}
+    assert above == {"pkg.paths": ["pkg.a", "pkg.sub", "pkg.sub.b", "pkg.sub.stage"]}  # pkg.sub's __init__ runs
+
+
+def test_the_graph_sees_the_packages_above_an_import_and_the_registries_lazy_imports(tmp_path):
+    """prompts -> the protocol registry, whose lazy import of the clicks protocol imported prompts: a loop
+    only the package edge and the lazy edge show; a plug-in reading its own registry's constants is none."""
+    pkg = tmp_path / "pkg"
+    (pkg / "reg").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "reg" / "__init__.py").write_text("NAME = 1\nMODULES = ['pkg.reg.plug']\n")
+    (pkg / "reg" / "plug.py").write_text("from pkg.reg import NAME\nfrom pkg import user\n")
+    (pkg / "user.py").write_text("from pkg.reg.other import X\n")
+    (pkg / "reg" / "other.py").write_text("X = 1\n")
+    graph = import_graph(pkg, "pkg")
+    assert graph["pkg.user"] == {"pkg.reg", "pkg.reg.other"} and graph["pkg.reg.plug"] == {"pkg.user"}
+    assert import_cycles(graph) == []
+    lazy = {"pkg.reg": {"pkg.reg.plug"}}
+    assert import_cycles(import_graph(pkg, "pkg", lazy)) == [["pkg.reg", "pkg.reg.plug", "pkg.user", "pkg.reg"]]
+    (pkg / "user.py").write_text("X = 1\n")  # the loop removed: the plug-in's import of its registry is no edge
+    assert import_cycles(import_graph(pkg, "pkg", lazy)) == []
+    (pkg / "reg" / "__init__.py").write_text("from pkg.reg import plug\nNAME = 1\n")  # a registry importing it
+    assert import_cycles(import_graph(pkg, "pkg")) == [["pkg.reg", "pkg.reg.plug", "pkg.reg"]]

@@ -58,7 +58,7 @@ def _two_rectangles() -> np.ndarray:
 
 
 def test_components_union_all_largest():
-    from samstudy.prompts import prompt_target
+    from samstudy.masks import prompt_target
 
     labels = _two_rectangles()
     union = case_prompts(labels, "box", {"components": "union"}, case_rng(0))
@@ -101,7 +101,7 @@ def test_clicks_store_the_starting_prompt_only():
 
 
 def test_next_click_goes_to_the_centre_of_the_largest_error_with_the_right_sign():
-    from samstudy.prompts import next_click
+    from samstudy.masks import next_click
 
     target = np.zeros((30, 40), dtype=bool)
     target[5:20, 5:30] = True

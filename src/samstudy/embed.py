@@ -28,6 +28,7 @@ from samstudy.io import atomic_path, write_json
 from samstudy.models import LoadedModel, resolve_device
 from samstudy.paths import Layout
 from samstudy.preprocess import load_preprocessed
+from samstudy.splits import cases_in, load_split
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,6 @@ def slice_modes(layout: Layout, dataset: str, cases: list[str], settings: dict) 
     training = settings.get("training_slices", mode)
     if training == mode:
         return dict.fromkeys(cases, mode)
-    from samstudy.splits import cases_in, load_split
-
     test = set(cases_in(load_split(layout, dataset), "test"))
     return {case: mode if case in test else training for case in cases}
 

@@ -6,7 +6,7 @@ slice index is the position along the preprocessed slice axis. What is stored pe
 - `box`, `box_jitter`, `points<k>`: the prompt of every object on every slice where it is present.
 - `clicks`: the *starting* prompt (a tight box or one point at the object's innermost point) of every
   object on every slice; the correction clicks depend on each method's own predictions, so inference
-  produces them (see `next_click`) and records them beside its predictions.
+  produces them (samstudy.masks.next_click) and records them beside its predictions.
 - `box3d`: one 3D box per object per case, `[x0, y0, s0, x1, y1, s1]` (s = slice index); inference
   predicts its middle slice and propagates slice by slice.
 - `propagate`: the same 3D boxes; SAM 2 predicts the middle slice and its video memory propagates the
@@ -16,7 +16,7 @@ This module makes the stored prompts of every protocol; what each protocol store
 protocol registry (samstudy.protocols), how it runs in its module there.
 
 An "object" is one label, one connected component of it, or its largest component (`components`:
-`union` | `all` | `largest`); a prompt of a component carries its id, so `prompt_target` can rebuild the
+`union` | `all` | `largest`); a prompt of a component carries its id, so `masks.prompt_target` can rebuild the
 exact mask the prompt stands for.
 """
 
@@ -26,13 +26,13 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 from samstudy.cases import eval_cases, load_dataset_table, select
 from samstudy.io import read_json, write_json
+from samstudy.masks import components, innermost_point
 from samstudy.paths import Layout
-from samstudy.preprocess import load_preprocessed
+from samstudy.preprocess import label_slices, load_preprocessed
 from samstudy.protocols import BOX3D, DERIVED_KINDS, PROTOCOL_TABLE
 
 POINT_PROTOCOLS = {"points1": 1, "points3": 3, "points5": 5}
@@ -74,11 +74,6 @@ def case_rng(seed: int, *parts: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(digest[:8], 16), int(digest[8:16], 16)])
 
 
-def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Connected components with full connectivity (8 in 2D, 26 in 3D): diagonal neighbours touch."""
-    return ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
-
-
 def objects(mask: np.ndarray, mode: str) -> list[tuple[int | None, np.ndarray]]:
     """The objects one label's mask is prompted as: [(component id or None, mask)].
 
@@ -98,27 +93,6 @@ def objects(mask: np.ndarray, mode: str) -> list[tuple[int | None, np.ndarray]]:
     return [(c, lab == c) for c in ids]
 
 
-def prompt_target(labels: np.ndarray, prompt: dict) -> np.ndarray:
-    """The ground-truth mask a stored prompt stands for (its label, or the component it names).
-
-    `labels` is the slice (H, W) for per-slice prompts or the label volume (slices, H, W) for `box3d`.
-    """
-    mask = labels == prompt["label"]
-    if prompt.get("component") is None:
-        return mask
-    lab, _ = components(mask)
-    return lab == prompt["component"]
-
-
-def innermost_point(mask: np.ndarray) -> tuple[int, int]:
-    """(row, col) of the mask's innermost pixel: largest distance to the background or the image edge,
-    ties broken by the nearest to the centre of mass (so a rectangle gives its centre)."""
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    ties = np.argwhere(dist == dist.max())
-    r, c = ties[np.argmin(((ties - np.argwhere(mask).mean(axis=0)) ** 2).sum(axis=1))]
-    return int(r), int(c)
-
-
 def sample_points(mask: np.ndarray, k: int, negatives: int, rng: np.random.Generator) -> tuple[list, list]:
     """k positive points (the first at the mask's innermost point, the rest uniformly inside)
     and `negatives` points outside the mask but inside its box grown by 5 pixels. XY pixel coordinates."""
@@ -136,29 +110,6 @@ def sample_points(mask: np.ndarray, k: int, negatives: int, rng: np.random.Gener
                 points.append([int(outside[i][1]), int(outside[i][0])])
                 labels.append(0)
     return points, labels
-
-
-def next_click(pred: np.ndarray, target: np.ndarray) -> dict | None:
-    """The next correction click (SAM-Med2D / micro-sam style) for a 2D prediction of one object.
-
-    The error regions are the missed area (target & ~pred) and the false area (pred & ~target), split
-    into connected components; the click goes to the innermost point of the largest one (by pixel
-    count; on a tie the missed area wins), positive in a missed area and negative in a false one.
-    Returns {"xy": [x, y], "label": 1|0, "region_px": n} or None when the prediction is already exact.
-    """
-    best: tuple[int, int, np.ndarray] | None = None  # (size, point label, region)
-    for point_label, error in ((1, target & ~pred), (0, pred & ~target)):
-        lab, n = components(error)
-        if n == 0:
-            continue
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-        c = int(np.argmax(sizes)) + 1
-        if best is None or sizes[c - 1] > best[0]:
-            best = (int(sizes[c - 1]), point_label, lab == c)
-    if best is None:
-        return None
-    r, c = innermost_point(best[2])
-    return {"xy": [c, r], "label": best[1], "region_px": best[0]}
 
 
 def _slice_prompt(mask: np.ndarray, protocol: str, settings: dict, rng: np.random.Generator) -> dict:
@@ -242,8 +193,6 @@ def derive_prompts(layout: Layout, dataset: str, protocol: str, spec: dict, sett
     slice where the source predicts it, or one 3D box per label, exactly as `case_prompts` makes them from
     the ground truth. A slice where the source predicts nothing gets no prompt (and is still scored).
     """
-    from samstudy.preprocess import label_slices
-
     kind = spec.get("kind", "box")
     if kind not in DERIVED_KINDS:
         raise ValueError(f"prompts.derived.{protocol}.kind must be one of {DERIVED_KINDS}, got '{kind}'")

@@ -1,6 +1,6 @@
 """The `clicks` protocol: iterative correction (SAM-Med2D / micro-sam style) from a stored starting prompt
 (a box or one point) of every object on every slice. The correction clicks depend on the model's own
-predictions, so they are made here (samstudy.prompts.next_click) and recorded per object; the prediction
+predictions, so they are made here (samstudy.masks.next_click) and recorded per object; the prediction
 after every click is returned for evaluate's Dice-vs-clicks table.
 """
 
@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from samstudy.prompts import next_click, prompt_target
+from samstudy.masks import next_click, prompt_target
 from samstudy.protocols.base import CaseInputs, CaseResult, assemble, decode, embedding_of
 from samstudy.protocols.base import prompted_run_record as run_record
 
@@ -34,10 +34,10 @@ def predict_clicks(
 ) -> tuple[np.ndarray, list[dict]]:
     """Iterative correction (SAM-Med2D / micro-sam style): the stored starting prompt (a box or one
     point) of every object, then `rounds` rounds; each round adds one click per object at the centre of
-    its largest error region (`prompts.next_click`: positive in a missed area, negative in a false one)
+    its largest error region (`masks.next_click`: positive in a missed area, negative in a false one)
     and feeds the object's previous low-res logits back in as SAM's mask prompt. An object whose mask
     is already exact gets no more clicks and keeps its mask. The error is judged on each object's own
-    mask (score > the family's threshold) against the object it stands for (`prompts.prompt_target`).
+    mask (score > the family's threshold) against the object it stands for (`masks.prompt_target`).
 
     Returns the label slices after 0..rounds clicks, (rounds + 1, slices, H, W) uint8 (overlaps by
     `overlap`, as everywhere), and per object its start prompt and the clicks it got.
