@@ -111,9 +111,14 @@ class SAM2VolumeSession(VolumeSession):
         return logits[0, 0]
 
     def propagate(self, reverse: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+        # The official generator runs to its end inside autocast and the frames are yielded after: a context
+        # held open across `yield` would leak autocast into the caller's code between frames.
         with autocast(self.device):
-            for k, _, logits in self.video.propagate_in_video(self.state, reverse=reverse):
-                yield self.first + k, logits[0, 0]
+            frames = [
+                (self.first + k, logits[0, 0])
+                for k, _, logits in self.video.propagate_in_video(self.state, reverse=reverse)
+            ]
+        yield from frames
 
     def reset(self) -> None:
         with autocast(self.device):
