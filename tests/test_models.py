@@ -88,3 +88,55 @@ def test_random_init_weights_are_seeded_by_the_entry_and_keyed_by_their_hash():
     assert default["sha256"] == _random_init_in_a_fresh_interpreter({"seed": 0}, caller_seed=3)["sha256"]
     assert all(r["hash_of_weights"] and r["kept"] for r in (first, second, other, default))
     assert len(first["sha256"]) == 64 and first["sha256"] != "random-init"
+
+
+def test_weights_sha256_hashes_the_tensors_bytes_without_copying_them():
+    """The digest is that of every entry's name, dtype, shape and raw bytes (as a copy of them gave it)."""
+    import hashlib
+
+    from samstudy.models import weights_sha256
+    from tests.conftest import tiny_sam
+
+    module = tiny_sam(3)
+    module.register_buffer("bf", torch.arange(6, dtype=torch.bfloat16).reshape(2, 3).t())  # bf16, not contiguous
+    module.register_buffer("empty", torch.zeros(0))
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    assert weights_sha256(module) == digest.hexdigest()
+
+
+REAL_BUILDERS_PROBE = """
+import json, sys, torch
+from samstudy.models import load_model, weights_sha256
+
+torch.manual_seed(int(sys.argv[2]))  # the caller's random state: no part of the weights
+out = {}
+for model_type in ("sam_vit_b", "medsam_vit_b"):
+    model = load_model({"type": model_type, "random_init": True, "seed": int(sys.argv[1])})
+    out[model_type] = [model.sha256, weights_sha256(model.sam) == model.sha256]
+print(json.dumps(out))
+"""
+
+
+def test_the_real_builders_draw_the_same_random_weights_from_the_same_seed_in_two_interpreters():
+    """sam_vit_b and medsam_vit_b with random_init: the same entry seed gives the same weights (hash) in two
+    fresh interpreters whatever their own random state; another seed other weights."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def probe(seed: int, caller_seed: int) -> dict:
+        cmd = [sys.executable, "-c", REAL_BUILDERS_PROBE, str(seed), str(caller_seed)]
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, second, other = probe(5, 1), probe(5, 2), probe(6, 1)
+    for model_type in ("sam_vit_b", "medsam_vit_b"):
+        assert first[model_type][0] == second[model_type][0] != other[model_type][0], model_type
+        assert all(r[model_type][1] for r in (first, second, other)), model_type
