@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import samstudy
 from samstudy.families import MODEL_TYPES, family_info, types_with
 from samstudy.protocols import PROTOCOLS, family_runs_protocol, protocol_info
 
@@ -76,15 +78,60 @@ def test_each_family_predictor_has_the_registrys_capabilities():
     assert set(SAM2_CONFIGS) == {t for t in MODEL_TYPES if family_info(t).family == "sam2"}
 
 
-def test_infer_names_no_protocol():
-    """infer dispatches through the registry: no protocol's name is a string in its code."""
+PACKAGE_ROOT = Path(samstudy.__file__).parent
+
+
+def _strings(path: Path) -> set[str]:
+    """The string constants of a module's code: its docstrings (module, class, function) and the keys of
+    dicts (`{"box": ...}`, `prompt["box"]`: a stored prompt's fields, not a protocol) left out."""
     import ast
-    import inspect
 
-    from samstudy import infer
+    tree = ast.parse(path.read_text())
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    docs |= {id(key) for node in ast.walk(tree) if isinstance(node, ast.Dict) for key in node.keys}
+    docs |= {id(node.slice) for node in ast.walk(tree) if isinstance(node, ast.Subscript)}
+    return {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    }
 
-    strings = {n.value for n in ast.walk(ast.parse(inspect.getsource(infer))) if isinstance(n, ast.Constant)}
-    assert not strings & (set(PROTOCOLS) - {"none"})  # "none" is also the adaptation of zero-shot methods
+
+PATHS_NAMES = "paths.py names the prompted nnU-Net's protocol (box) and the clicks folder: the coordinator's"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "infer",
+        "study",
+        "embed",
+        "train",
+        pytest.param("paths", marks=pytest.mark.xfail(reason=PATHS_NAMES, strict=True)),
+    ],
+)
+def test_the_stages_name_no_protocol(module):
+    """They dispatch through the registry: no protocol's name is a string in their code."""
+    found = _strings(PACKAGE_ROOT / f"{module}.py") & (set(PROTOCOLS) - {"none"})  # "none": also an adaptation
+    assert not found, f"samstudy/{module}.py names protocols {sorted(found)}"
+
+
+def test_no_model_type_is_named_outside_the_families():
+    """Only samstudy/families knows the model types (the schema's enum aside): elsewhere, a family is asked."""
+    found = {}
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        if path.parent.name != "families":
+            names = _strings(path) & set(MODEL_TYPES)
+            if names:
+                found[str(path.relative_to(PACKAGE_ROOT))] = sorted(names)
+    assert found == {}, found
 
 
 EMBED = {"slices": "needed", "slice_margin": 0, "batch_size": 4, "device": "cpu", "precision": "fp32"}
