@@ -149,7 +149,7 @@ def test_prompted_nnunet_trains_and_predicts_with_the_box_channels(study, monkey
     make_prompts(layout, "phantom", "box", {"components": "union"}, cfg["seed"])
     stamp = nnunet.export(layout, "phantom", DATASET_ID, prompted=True, jitter_px=5, seed=cfg["seed"])
     nnunet.plan(layout, "phantom", DATASET_ID, ["2d"], "quick", prompted=True)
-    assert Path(layout.nnunet_prompted_plan_done("phantom")).is_file()
+    assert Path(layout.nnunet_plan_done("phantom", prompted=True)).is_file()
     pre, plans = nnunet._planned(layout, "phantom", DATASET_ID, prompted=True)
     assert pre.name == f"Dataset{DATASET_ID}_phantom_prompted"
     assert plans["configurations"]["2d"]["normalization_schemes"] == ["CTNormalization"] + ["NoNormalization"] * 3
@@ -158,7 +158,7 @@ def test_prompted_nnunet_trains_and_predicts_with_the_box_channels(study, monkey
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # in-process augmentation (nnU-Net's planner needs >= 1)
     trained = nnunet.train(layout, "phantom", DATASET_ID, "2d", 0, QUICK, cfg["seed"], prompted=True)
     assert trained["planned"] and Path(trained["checkpoint"]).is_file()
-    assert Path(layout.nnunet_prompted_train_done("phantom", "2d", 0)).is_file()
+    assert Path(layout.nnunet_train_done("phantom", "2d", 0, prompted=True)).is_file()
     assert not Path(layout.nnunet_train_done("phantom", "2d", 0)).exists()  # the plain model is another one
 
     seen = []  # what the predictor's network gets: channels and how much box there is

@@ -15,7 +15,7 @@ import pandas as pd
 
 from samstudy.io import read_json
 from samstudy.paths import Layout
-from samstudy.readers import ReadOptions, is_raster, read_image, read_label
+from samstudy.readers import is_raster, options_from, read_image, read_label
 from samstudy.splits import cases_in, load_split
 
 if TYPE_CHECKING:
@@ -90,18 +90,13 @@ def map_labels(array: np.ndarray, sources: dict[int, list[int]]) -> np.ndarray:
     return lut[array]
 
 
-def _options(info: dict) -> ReadOptions:
-    read = info.get("read") or {}
-    spacing = read.get("spacing")
-    return ReadOptions(tuple(spacing) if spacing else None, read.get("mask_threshold"))
-
-
 def read_case(row, info: dict) -> tuple[sitk.Image, np.ndarray]:
     """A manifest row's image (SimpleITK; the first channel of a 4D file; 2D images keep their RGB
     pixels) and its study label array ((z, y, x), or (y, x) for a 2D case)."""
     import SimpleITK as sitk
 
-    options = _options(info)
+    read = info.get("read") or {}  # how the reader read the dataset's files (ingest stores it)
+    options = options_from(read.get("spacing"), read.get("mask_threshold"))
     image = read_image(row["images"][0], options.spacing)
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]

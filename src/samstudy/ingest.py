@@ -27,7 +27,6 @@ from samstudy.cases import MANIFEST_COLUMNS, REJECTED_COLUMNS, map_labels
 from samstudy.io import write_json, write_parquet
 from samstudy.paths import Layout
 from samstudy.readers import (
-    READERS,
     CaseError,
     CaseFiles,
     DatasetInfo,
@@ -268,8 +267,6 @@ def ingest_dataset(ds: dict, layout: Layout, seed: int, strict: bool = False) ->
     """Read, validate and record one dataset; writes the dataset's manifest rows, rejections and info."""
     name = ds["name"]
     root = dataset_path(layout, ds).resolve()
-    if ds["format"] not in READERS:
-        raise NotImplementedError(f"dataset {name}: format '{ds['format']}' is not supported yet")
     write_generated(ds, root, seed)
     info, found = list_cases(root, ds)
     names, sources = label_mapping(ds, info)

@@ -31,7 +31,7 @@ import SimpleITK as sitk
 
 from samstudy.cases import load_dataset_table, read_case, select
 from samstudy.io import atomic_path, read_json, sha256_json, write_json
-from samstudy.paths import NNUNET_PROMPT_PROTOCOL, Layout, nnunet_prompted_run_name, nnunet_run_name
+from samstudy.paths import NNUNET_PROMPT_PROTOCOL, Layout, nnunet_run_name, nnunet_variant_run_name
 from samstudy.preprocess import from_slices, load_preprocessed
 from samstudy.prompts import case_rng, jitter_box, load_prompts, tight_box
 from samstudy.readers import is_raster, read_image
@@ -57,10 +57,6 @@ PROMPT_PROTOCOL = NNUNET_PROMPT_PROTOCOL  # the test cases' boxes: the very prom
 
 def _nnunet_name(dataset: str, prompted: bool) -> str:
     return f"{dataset}_{PROMPTED_SUFFIX}" if prompted else dataset
-
-
-def _run_name(configuration: str, prompted: bool) -> str:
-    return nnunet_prompted_run_name(configuration) if prompted else nnunet_run_name(configuration)
 
 
 def label_values(info: dict) -> list[int]:
@@ -556,7 +552,7 @@ def predict(
     setup_environment(layout)
     stamps = [read_json(layout.nnunet_train_done(dataset, configuration, f, prompted)) for f in folds]
     exported = read_json(layout.nnunet_export_done(dataset, prompted))
-    run = _run_name(configuration, prompted)
+    run = nnunet_variant_run_name(configuration, prompted)
     if not all(st["planned"] for st in stamps):
         reason = f"nnU-Net did not plan {configuration} for {dataset}: no model, no predictions"
         write_json(layout.prediction_not_planned(run, dataset), {"reason": reason})

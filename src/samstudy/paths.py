@@ -31,6 +31,11 @@ def nnunet_prompted_run_name(configuration: str) -> str:
     return run_name(f"nnunet_prompted_{configuration}", None)
 
 
+def nnunet_variant_run_name(configuration: str, prompted: bool) -> str:
+    """The run name of a configuration of the plain or the prompted nnU-Net."""
+    return nnunet_prompted_run_name(configuration) if prompted else nnunet_run_name(configuration)
+
+
 # The prompts the prompted nnU-Net's test cases get as box channels: the very boxes box-prompted SAM gets.
 NNUNET_PROMPT_PROTOCOL = "box"
 
@@ -217,15 +222,6 @@ class Layout:
     def nnunet_best_done(self, dataset: str) -> str:
         """nnU-Net's own best-configuration selection (find_best_configuration) for one dataset."""
         return self._r("nnunet", "stamps", f"{dataset}.best.json")
-
-    def nnunet_prompted_export_done(self, dataset: str) -> str:
-        return self.nnunet_export_done(dataset, prompted=True)
-
-    def nnunet_prompted_plan_done(self, dataset: str) -> str:
-        return self.nnunet_plan_done(dataset, prompted=True)
-
-    def nnunet_prompted_train_done(self, dataset: str, configuration: str, fold: int | str) -> str:
-        return self.nnunet_train_done(dataset, configuration, fold, prompted=True)
 
     # evaluate / report
     def run_metrics(self, run: str, dataset: str) -> str:

@@ -21,17 +21,16 @@ from samstudy.families import MODEL_TYPES, family_info, types_with
 from samstudy.paths import (
     NNUNET_PROMPT_PROTOCOL,
     Layout,
-    nnunet_prompted_run_name,
-    nnunet_run_name,
+    nnunet_variant_run_name,
     run_name,
     shard_names,
 )
+from samstudy.protocols import PROMPT_FREE as NO_PROMPTS  # "none": the protocol and source of prompt-free runs
 from samstudy.protocols import family_runs_protocol, protocol_info
 
 log = logging.getLogger(__name__)
 
 PROMPT_FREE = "promptfree"  # the adaptation of prompt-free methods (one run each, protocol "none")
-NO_PROMPTS = "none"  # the protocol and prompt source of runs that take no prompts
 TRAIN_TEST = "train_test"  # the dataset role adaptation training and nnU-Net train on
 FAMILY_KEYS = frozenset(k for t in MODEL_TYPES for k in family_info(t).model_keys)  # model keys of some families
 
@@ -73,7 +72,7 @@ class NnunetVariant:
 
     def run_name(self, configuration: str) -> str:
         """The run of one of its configurations (nnunet_2d, nnunet_prompted_2d)."""
-        return nnunet_prompted_run_name(configuration) if self.prompted else nnunet_run_name(configuration)
+        return nnunet_variant_run_name(configuration, self.prompted)
 
 
 NNUNET_PLAIN = NnunetVariant(prompted=False)
@@ -124,10 +123,14 @@ class Study:
             (r, d) for r in self.runs for d in self.datasets if self.evaluated(r, d)
         ]
         self.click_parts: list[tuple[str, str]] = [
-            (r, d) for r, d in self.eval_parts if protocol_info(self.runs[r].protocol).per_step
+            (r, d) for r, d in self.eval_parts if protocol_info(self.kind_of(self.runs[r].protocol)).per_step
         ]
 
     # The runs and where they are scored.
+
+    def kind_of(self, protocol: str) -> str:
+        """The protocol kind a run's protocol runs as: a derived protocol's `kind`, else the protocol itself."""
+        return self.derived.get(protocol, {}).get("kind", protocol)
 
     def _runs(self) -> dict[str, Run]:
         # Prompt-based methods x protocols (prompts from the ground truth: the oracle arms), methods x

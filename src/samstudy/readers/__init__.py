@@ -28,6 +28,7 @@ from samstudy.readers.base import (
     Reader,
     ReadOptions,
     is_raster,
+    options_from,
     patient_csv,
 )
 from samstudy.readers.builtin import Mni152Reader
@@ -58,6 +59,7 @@ __all__ = [
     "is_2d",
     "is_raster",
     "list_cases",
+    "options_from",
     "load_image",
     "patient_csv",
     "read_image",
