@@ -6,7 +6,7 @@ are interleaved (A B A B ..., `--rounds`), so a change of the machine's load lan
 seconds, jobs, and the summed wall seconds of each rule's jobs, parsed from Snakemake's log (job start
 and "Finished jobid" times, 1 s resolution). Run it on a quiet machine: every run is the whole study.
 
-    python benchmarks/study.py --baseline 09b2a9d --candidate HEAD [--rounds 2] [--cores 2]
+    python benchmarks/study.py --baseline 09b2a9d --candidate HEAD [--rounds 2] [--cores 2] [--keep DIR]
 
 Writes benchmarks/results/study.json.
 """
@@ -76,13 +76,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "study.json"))
+    parser.add_argument(
+        "--keep", metavar="DIR", help="run in DIR/<commit> and keep the last round's clones (e.g. for identical.py)"
+    )
     a = parser.parse_args()
     resolve = lambda ref: subprocess.run(  # noqa: E731
         ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
     setups = {"baseline": resolve(a.baseline), "candidate": resolve(a.candidate)}
     runs: dict[str, list[dict]] = {name: [] for name in setups}
-    with tempfile.TemporaryDirectory(prefix="study-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="study-bench-") as temporary:
+        scratch = a.keep or temporary
         for r in range(a.rounds):
             for name, commit in setups.items():
                 runs[name].append(run_once(commit, a.cores, Path(scratch)))
