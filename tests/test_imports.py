@@ -160,7 +160,7 @@ def _imports(path: Path, module: str, is_package: bool, modules) -> list[Import]
     relative imports resolved. `from a import b` imports module a.b if there is one, else a's name b (the
     packages above an imported module are added by `import_graph`)."""
     here = module if is_package else module.rsplit(".", 1)[0]
-    tree = ast.parse(path.read_text(), str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     typing_only = {
         id(inner)
         for node in ast.walk(tree)
@@ -280,7 +280,7 @@ def private_imports(root: Path, package: str) -> list[str]:
         imports = [i for i in imports if i.module != module]
         found += [f"{module}:{i.line}: from {i.module} import {i.name}" for i in imports if _private(i.name)]
         bound = {i.bound_as for i in imports if i.bound_as}
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound:
                 if _private(node.attr):
                     found.append(f"{module}:{node.lineno}: {node.value.id}.{node.attr}")
