@@ -86,7 +86,7 @@ def _strings(path: Path) -> set[str]:
     dicts (`{"box": ...}`, `prompt["box"]`: a stored prompt's fields, not a protocol) left out."""
     import ast
 
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     docs = {
         id(node.body[0].value)
         for node in ast.walk(tree)
